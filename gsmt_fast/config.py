@@ -1,0 +1,153 @@
+"""Configuration objects: the model (:class:`GSMTConfig`) and inference (:class:`InferenceConfig`).
+
+Both are plain dataclasses that round-trip through JSON (they are stored in checkpoint metadata).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+POSITIONAL_ENCODINGS = ("fixed", "learned", "none")
+GRID_CONVENTIONS = ("stride", "resize")
+
+
+def _from_dict(cls, data: dict[str, Any]):
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}; valid fields: {sorted(names)}")
+    return cls(**data)
+
+
+@dataclass
+class GSMTConfig:
+    """Architecture of the GSMT model (SPEC §2).
+
+    ``temporal_scale`` is T, the fixed number of snippets per window; ``num_classes`` is K (background is index K).
+    """
+
+    num_classes: int = 20
+    temporal_scale: int = 256
+    input_dim: int = 2048
+    hidden_dim: int = 512  # C
+    mask_dim: int = 256  # C_m
+    num_layers: int = 1
+    num_heads: int = 4
+    dropout: float = 0.1
+    activation: str = "relu"
+    positional_encoding: str = "fixed"
+
+    def __post_init__(self):
+        if self.positional_encoding not in POSITIONAL_ENCODINGS:
+            raise ValueError(f"positional_encoding must be one of {POSITIONAL_ENCODINGS}, got {self.positional_encoding!r}")
+        if self.hidden_dim % self.num_heads:
+            raise ValueError(f"hidden_dim {self.hidden_dim} is not divisible by num_heads {self.num_heads}")
+        if self.activation not in ("relu", "gelu"):
+            raise ValueError(f"activation must be 'relu' or 'gelu', got {self.activation!r}")
+        for name in ("num_classes", "temporal_scale", "input_dim", "hidden_dim", "mask_dim", "num_heads"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    PRESETS = {
+        # The paper's architecture (Table 3: 2.9 M parameters, 0.6 GFLOPs at K=200, T=100, d_in=2048).
+        "paper": dict(hidden_dim=512, mask_dim=256, num_layers=1, num_heads=4),
+        # Small models for the synthetic benchmark, trainable on 2 CPU cores in minutes.
+        "small": dict(hidden_dim=128, mask_dim=128, num_layers=1, num_heads=4),
+        "tiny": dict(hidden_dim=32, mask_dim=32, num_layers=1, num_heads=4),
+    }
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> GSMTConfig:
+        if name not in cls.PRESETS:
+            raise ValueError(f"unknown preset {name!r}; available: {sorted(cls.PRESETS)}")
+        return cls(**{**cls.PRESETS[name], **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GSMTConfig:
+        return _from_dict(cls, data)
+
+
+DEFAULT_MASK_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+@dataclass
+class InferenceConfig:
+    """Post-processing settings (SPEC §5–6). Defaults are the paper's (THUMOS: ``short``, σ 0.4).
+
+    ``score_threshold`` is θ_c, ``pre_nms_topk`` is M2, ``top_snippets`` is M1.
+    ``window_overlap`` is the fraction of T shared by consecutive windows in window mode.
+    """
+
+    top_snippets: int = 50
+    mask_thresholds: tuple[float, ...] = DEFAULT_MASK_THRESHOLDS
+    mode: str = "short"
+    score_threshold: float = 0.1
+    pre_nms_topk: int = 200
+    nms_method: str = "gaussian"
+    nms_sigma: float = 0.4
+    nms_iou_threshold: float = 0.0
+    nms_min_score: float = 0.001
+    max_detections: int = 200
+    multiclass_nms: bool = True
+    window_overlap: float = 0.25
+
+    def __post_init__(self):
+        self.mask_thresholds = tuple(float(t) for t in self.mask_thresholds)
+        if self.mode not in ("short", "long"):
+            raise ValueError(f"mode must be 'short' or 'long', got {self.mode!r}")
+        if self.nms_method not in ("gaussian", "linear", "hard"):
+            raise ValueError(f"nms_method must be 'gaussian', 'linear' or 'hard', got {self.nms_method!r}")
+        if self.top_snippets < 1 or self.pre_nms_topk < 1 or self.max_detections < 1:
+            raise ValueError("top_snippets, pre_nms_topk and max_detections must be >= 1")
+        if not self.mask_thresholds or not all(0.0 <= t < 1.0 for t in self.mask_thresholds):
+            raise ValueError(f"mask_thresholds must be a non-empty list of values in [0, 1), got {self.mask_thresholds}")
+        if not 0.0 <= self.window_overlap < 1.0:
+            raise ValueError(f"window_overlap must be in [0, 1), got {self.window_overlap}")
+        if self.nms_sigma <= 0:
+            raise ValueError(f"nms_sigma must be > 0, got {self.nms_sigma}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["mask_thresholds"] = list(self.mask_thresholds)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InferenceConfig:
+        return _from_dict(cls, data)
+
+    def replace(self, **overrides) -> InferenceConfig:
+        return _from_dict(type(self), {**self.to_dict(), **overrides})
+
+
+@dataclass
+class GridConfig:
+    """How snippet indices map to seconds (SPEC §4).
+
+    ``convention="stride"``: native features, snippet i centred at (i*feat_stride + num_frames/2)/fps; videos are
+    cut into windows of T snippets (input mode ``window``). ``convention="resize"``: the whole video is linearly
+    resampled to T snippets; snippet i covers [i, i+1)*duration/T (input mode ``resize``).
+    """
+
+    convention: str = "stride"
+    feat_stride: int = 4
+    num_frames: int = 16
+    default_fps: float | None = None
+
+    def __post_init__(self):
+        if self.convention not in GRID_CONVENTIONS:
+            raise ValueError(f"grid convention must be one of {GRID_CONVENTIONS}, got {self.convention!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GridConfig:
+        return _from_dict(cls, data)
+
+
+__all__ = ["GSMTConfig", "InferenceConfig", "GridConfig", "DEFAULT_MASK_THRESHOLDS"]

@@ -1,0 +1,127 @@
+"""The reference GSMT model (paper §3.1–3.2, SPEC §2).
+
+``GSMT(cfg)(x)`` maps snippet features ``x (B, T, d_in)`` to class logits ``(B, K+1, T)`` and foreground masks
+``(B, T, T)`` in [0, 1], where ``masks[b, :, t]`` (column t) is the mask of the whole window predicted from snippet t.
+
+Padding: windows shorter than T are zero-padded; ``valid_len (B,)`` masks padded snippets out of attention and zeroes
+their embeddings before the heads, so a padded window computes exactly what its valid part determines.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import GSMTConfig
+
+
+def sinusoidal_encoding(length: int, dim: int) -> torch.Tensor:
+    """Fixed sinusoidal positional encoding (Vaswani et al.), shape (length, dim)."""
+    pos = torch.arange(length, dtype=torch.float64)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float64) * (-math.log(10000.0) / dim))
+    pe = torch.zeros(length, dim, dtype=torch.float64)
+    pe[:, 0::2] = torch.sin(pos * freq)
+    pe[:, 1::2] = torch.cos(pos * freq[: dim // 2])
+    return pe.float()
+
+
+def padding_mask(valid_len: torch.Tensor | None, batch: int, length: int, device) -> torch.Tensor | None:
+    """Boolean (B, T) mask, True on valid snippets; None when every snippet is valid."""
+    if valid_len is None:
+        return None
+    valid_len = torch.as_tensor(valid_len, device=device).reshape(-1)
+    if valid_len.numel() != batch:
+        raise ValueError(f"valid_len has {valid_len.numel()} entries for a batch of {batch}")
+    return torch.arange(length, device=device)[None, :] < valid_len[:, None]
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with one fused QKV projection (the layout the Triton kernel reads)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+        b, t, c = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        attn_mask = None if valid is None else valid[:, None, None, :]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(y.transpose(1, 2).reshape(b, t, c))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LayerNorm block: x + MHA(LN(x)), then x + MLP(LN(x)) with a single C→C layer (SPEC §2)."""
+
+    def __init__(self, cfg: GSMTConfig):
+        super().__init__()
+        c = cfg.hidden_dim
+        self.norm1 = nn.LayerNorm(c)
+        self.attn = SelfAttention(c, cfg.num_heads, cfg.dropout)
+        self.norm2 = nn.LayerNorm(c)
+        self.fc = nn.Linear(c, c)
+        self.act = nn.ReLU() if cfg.activation == "relu" else nn.GELU()
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.norm1(x), valid))
+        return x + self.drop(self.act(self.fc(self.norm2(x))))
+
+
+class GSMT(nn.Module):
+    def __init__(self, cfg: GSMTConfig):
+        super().__init__()
+        self.cfg = cfg
+        c, t = cfg.hidden_dim, cfg.temporal_scale
+        self.input_proj = nn.Linear(cfg.input_dim, c)
+        if cfg.positional_encoding == "fixed":
+            self.register_buffer("pos_embed", sinusoidal_encoding(t, c), persistent=False)
+        elif cfg.positional_encoding == "learned":
+            self.pos_embed = nn.Parameter(torch.randn(t, c) * 0.02)
+        else:
+            self.pos_embed = None
+        self.blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.num_layers))
+        self.norm = nn.LayerNorm(c)
+        self.cls_head = nn.Conv1d(c, cfg.num_classes + 1, kernel_size=1)
+        self.mask_head = nn.Sequential(
+            nn.Conv1d(c, cfg.mask_dim, kernel_size=3, padding=1), nn.ReLU(),
+            nn.Conv1d(cfg.mask_dim, cfg.mask_dim, kernel_size=3, padding=1), nn.ReLU(),
+            nn.Conv1d(cfg.mask_dim, t, kernel_size=1),
+        )
+
+    def embed(self, x: torch.Tensor, valid_len=None) -> torch.Tensor:
+        """Snippet embeddings (B, C, T) after the transformer, zero on padded snippets."""
+        if x.dim() != 3 or x.shape[1] != self.cfg.temporal_scale or x.shape[2] != self.cfg.input_dim:
+            raise ValueError(f"expected features of shape (B, {self.cfg.temporal_scale}, {self.cfg.input_dim}), "
+                             f"got {tuple(x.shape)}")
+        b, t, _ = x.shape
+        valid = padding_mask(valid_len, b, t, x.device)
+        h = self.input_proj(x)
+        if self.pos_embed is not None:
+            h = h + self.pos_embed.to(h.dtype)
+        for block in self.blocks:
+            h = block(h, valid)
+        h = self.norm(h)
+        if valid is not None:
+            h = h * valid[:, :, None].to(h.dtype)
+        return h.transpose(1, 2)
+
+    def forward_logits(self, x: torch.Tensor, valid_len=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class logits (B, K+1, T) and mask logits (B, T, T) (before the sigmoid; what the losses take)."""
+        e = self.embed(x, valid_len)
+        return self.cls_head(e), self.mask_head(e)
+
+    def forward(self, x: torch.Tensor, valid_len=None) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, mask_logits = self.forward_logits(x, valid_len)
+        return logits, torch.sigmoid(mask_logits)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,1 @@
+"""Post-processing: the reference (NumPy) pipeline from class probabilities and masks to detections, and SoftNMS."""
