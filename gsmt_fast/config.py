@@ -41,7 +41,8 @@ class GSMTConfig:
 
     def __post_init__(self):
         if self.positional_encoding not in POSITIONAL_ENCODINGS:
-            raise ValueError(f"positional_encoding must be one of {POSITIONAL_ENCODINGS}, got {self.positional_encoding!r}")
+            raise ValueError(f"positional_encoding must be one of {POSITIONAL_ENCODINGS}, "
+                             f"got {self.positional_encoding!r}")
         if self.hidden_dim % self.num_heads:
             raise ValueError(f"hidden_dim {self.hidden_dim} is not divisible by num_heads {self.num_heads}")
         if self.activation not in ("relu", "gelu"):
@@ -105,7 +106,7 @@ class InferenceConfig:
         if self.top_snippets < 1 or self.pre_nms_topk < 1 or self.max_detections < 1:
             raise ValueError("top_snippets, pre_nms_topk and max_detections must be >= 1")
         if not self.mask_thresholds or not all(0.0 <= t < 1.0 for t in self.mask_thresholds):
-            raise ValueError(f"mask_thresholds must be a non-empty list of values in [0, 1), got {self.mask_thresholds}")
+            raise ValueError(f"mask_thresholds must be non-empty values in [0, 1), got {self.mask_thresholds}")
         if not 0.0 <= self.window_overlap < 1.0:
             raise ValueError(f"window_overlap must be in [0, 1), got {self.window_overlap}")
         if self.nms_sigma <= 0:

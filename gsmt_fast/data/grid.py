@@ -79,13 +79,12 @@ def resize_features(features: np.ndarray, temporal_scale: int) -> np.ndarray:
 def window_starts(num_snippets: int, temporal_scale: int, overlap: float) -> list[int]:
     """First native snippet of each window of T snippets covering ``num_snippets`` with the given overlap fraction.
 
-    Windows advance by ``max(1, round(T * (1 - overlap)))``; the last window starts where it still adds coverage,
-    so every snippet lies in at least one window. A video no longer than T has the single window 0.
+    Windows start at multiples of ``step = max(1, round(T * (1 - overlap)))`` until one reaches the end of the
+    video; that last window may be shorter than T and is padded by the caller (SPEC §4). A video no longer than T
+    has the single window 0.
     """
-    if num_snippets <= temporal_scale:
-        return [0]
     step = max(1, int(round(temporal_scale * (1.0 - overlap))))
-    starts = list(range(0, num_snippets - temporal_scale + 1, step))
-    if starts[-1] + temporal_scale < num_snippets:
-        starts.append(num_snippets - temporal_scale)
+    starts = [0]
+    while starts[-1] + temporal_scale < num_snippets:
+        starts.append(starts[-1] + step)
     return starts

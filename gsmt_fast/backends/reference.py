@@ -1,0 +1,36 @@
+"""``reference`` backend: the eager PyTorch model and the NumPy post-processing — the correctness oracle."""
+
+from __future__ import annotations
+
+import torch
+
+from ..config import InferenceConfig
+from ..model import GSMT
+from ..postprocess.nms import soft_nms
+from ..postprocess.reference import window_candidates
+from .base import Backend
+
+
+class ReferenceBackend(Backend):
+    name = "reference"
+
+    def __init__(self, model: GSMT, device: str | torch.device | None = None, precision: str | None = None):
+        if precision not in (None, "fp32"):
+            raise ValueError(f"the reference backend computes in fp32 only, got precision={precision!r}")
+        self.device = torch.device(device or "cpu")
+        self.model = model.to(self.device).eval()
+
+    @torch.no_grad()
+    def forward(self, windows, valid_len):
+        x = torch.as_tensor(windows, dtype=torch.float32, device=self.device)
+        n = torch.as_tensor(valid_len, dtype=torch.int64, device=self.device)
+        logits, masks = self.model(x, n)
+        return torch.softmax(logits, dim=1).cpu().numpy(), masks.cpu().numpy()
+
+    def candidates(self, probs, masks, valid_len, cfg: InferenceConfig):
+        return [window_candidates(probs[i], masks[i], int(valid_len[i]), cfg) for i in range(len(valid_len))]
+
+    def soft_nms(self, segments, scores, labels, cfg: InferenceConfig):
+        return soft_nms(segments, scores, labels, method=cfg.nms_method, sigma=cfg.nms_sigma,
+                        iou_threshold=cfg.nms_iou_threshold, min_score=cfg.nms_min_score,
+                        max_seg_num=cfg.max_detections, multiclass=cfg.multiclass_nms, backend="reference")

@@ -1,0 +1,217 @@
+"""``gsmt_fast.Detector``: checkpoint → detections for one video or many (SPEC §9, §12).
+
+Flow per call: validate features → cut each video into model windows (``resize``: the whole video resampled to T;
+``window``: native snippets in windows of T with ``InferenceConfig.window_overlap``, the last one padded) → the
+backend's forward pass in batches → per-window candidates (SPEC §5 steps 1–5) → per video, candidates of all its
+windows converted to seconds (unclamped) and merged → SoftNMS → clamped to ``[0, duration]`` when the duration is
+known. Only the forward pass and the candidate/NMS arithmetic differ between backends.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .checkpoint import CheckpointMeta, read_checkpoint
+from .config import GridConfig, InferenceConfig
+from .data.windows import Window, cut_windows
+from .model import GSMT
+
+BACKENDS = ("reference", "torch", "triton", "onnxruntime", "tensorrt")
+
+
+@dataclass
+class DetectionResult:
+    """Detections of one video, sorted as SoftNMS selected them (scores non-increasing per class)."""
+
+    segments: np.ndarray  # (N, 2) seconds
+    scores: np.ndarray  # (N,)
+    labels: np.ndarray  # (N,) int class ids
+    class_names: list[str] = field(repr=False, default_factory=list)
+    video_id: str | None = None
+
+    @property
+    def label_names(self) -> list[str]:
+        return [self.class_names[int(k)] for k in self.labels]
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def to_records(self) -> list[dict]:
+        """Official results-JSON records: ``{"label", "score", "segment"}`` (plus ``label_id``)."""
+        return [{"label": self.class_names[int(k)], "label_id": int(k), "score": float(s),
+                 "segment": [float(a), float(b)]}
+                for (a, b), s, k in zip(self.segments, self.scores, self.labels)]
+
+
+def results_to_json(results: Sequence[DetectionResult]) -> dict:
+    """Official ActivityNet results dict for a list of per-video results (each needs a ``video_id``)."""
+    out = {}
+    for r in results:
+        if r.video_id is None:
+            raise ValueError("every DetectionResult needs a video_id to be written as results JSON")
+        out[r.video_id] = [{k: v for k, v in rec.items() if k != "label_id"} for rec in r.to_records()]
+    return {"version": "VERSION 1.3", "results": out, "external_data": {"used": False, "details": ""}}
+
+
+def _as_array(x, what: str, input_dim: int) -> np.ndarray:
+    try:
+        import torch
+
+        if isinstance(x, torch.Tensor):
+            x = x.detach().to("cpu", copy=False).float().numpy()
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    a = np.asarray(x)
+    if a.dtype.kind not in "fiu":
+        raise TypeError(f"{what}: features must be a numeric array, got dtype {a.dtype}")
+    if a.ndim != 2:
+        raise ValueError(f"{what}: features must have shape (num_snippets, {input_dim}), got {a.shape}")
+    if a.shape[1] != input_dim:
+        raise ValueError(f"{what}: wrong feature dimension {a.shape[1]}; this model expects {input_dim}")
+    if a.shape[0] < 1:
+        raise ValueError(f"{what}: empty feature sequence")
+    a = a.astype(np.float32, copy=False)
+    if not np.isfinite(a).all():
+        raise ValueError(f"{what}: features contain NaN or inf")
+    return a
+
+
+def _per_video(value, n: int, name: str):
+    if value is None or np.isscalar(value):
+        return [value] * n
+    value = list(value)
+    if len(value) != n:
+        raise ValueError(f"{name} has {len(value)} entries for {n} videos")
+    return value
+
+
+class Detector:
+    """Temporal action detector over a GSMT checkpoint.
+
+    ``Detector(ckpt, backend="auto", device=None, precision=None, inference=None)``; ``inference`` is a dict of
+    :class:`InferenceConfig` fields overriding the checkpoint's defaults.
+    """
+
+    def __init__(self, ckpt: str | os.PathLike | None = None, backend: str = "auto", device=None,
+                 precision: str | None = None, inference: dict | InferenceConfig | None = None,
+                 batch_size: int = 64, *, _model: GSMT | None = None, _meta: CheckpointMeta | None = None):
+        if _model is None:
+            tensors, meta = read_checkpoint(ckpt)
+            model = GSMT(meta.model)
+            model.load_state_dict(tensors, strict=True)
+        else:
+            model, meta = _model, _meta
+        self.meta = meta
+        self.model_config = meta.model
+        self.class_names = list(meta.class_names)
+        self.grid_config: GridConfig = meta.grid
+        self.input_mode = meta.input_mode
+        if isinstance(inference, InferenceConfig):
+            self.inference = inference
+        else:
+            self.inference = meta.inference.replace(**(inference or {}))
+        self.batch_size = int(batch_size)
+        self.backend = self._make_backend(backend, model, device, precision)
+
+    @classmethod
+    def from_model(cls, model: GSMT, class_names, grid: GridConfig, input_mode: str,
+                   inference: InferenceConfig | None = None, backend: str = "reference", device=None,
+                   batch_size: int = 64) -> Detector:
+        """A detector over an in-memory model (used by training-time validation)."""
+        meta = CheckpointMeta(model.cfg, list(class_names), grid, input_mode, inference or InferenceConfig())
+        return cls(backend=backend, device=device, batch_size=batch_size, _model=model, _meta=meta)
+
+    @staticmethod
+    def _make_backend(name: str, model: GSMT, device, precision):
+        if name == "auto":
+            name = "reference"
+        if name == "reference":
+            from .backends.reference import ReferenceBackend
+
+            return ReferenceBackend(model, device=device, precision=precision)
+        if name in BACKENDS:
+            raise NotImplementedError(f"backend {name!r} is not implemented yet; available: 'reference'")
+        raise ValueError(f"unknown backend {name!r}; valid backends: {BACKENDS} or 'auto'")
+
+    # ------------------------------------------------------------------ windows
+    def _time_params(self, i: int, fps, feat_stride, num_frames, duration) -> dict:
+        if self.input_mode == "resize":
+            if duration is None:
+                raise ValueError(f"video {i}: this checkpoint uses resize mode; pass duration= (seconds)")
+            return {"duration": float(duration)}
+        fps = fps if fps is not None else self.grid_config.default_fps
+        if fps is None:
+            raise ValueError(f"video {i}: this checkpoint uses window mode; pass fps= (and feat_stride=, "
+                             f"num_frames= if they differ from the checkpoint's {self.grid_config.feat_stride}, "
+                             f"{self.grid_config.num_frames})")
+        return {"fps": float(fps), "duration": duration,
+                "feat_stride": float(feat_stride if feat_stride is not None else self.grid_config.feat_stride),
+                "num_frames": float(num_frames if num_frames is not None else self.grid_config.num_frames)}
+
+    # ------------------------------------------------------------------ detection
+    def detect(self, features, fps=None, feat_stride=None, num_frames=None, duration=None, video_id=None,
+               progress: bool = False):
+        """Detect actions in one video ``(n, d_in)`` or a list of videos; returns a DetectionResult or a list.
+
+        Time metadata (``fps``, ``feat_stride``, ``num_frames`` for window mode; ``duration`` for resize mode, also
+        used for clamping in window mode) may be scalars or per-video lists.
+        """
+        single = not isinstance(features, (list, tuple))
+        videos = [features] if single else list(features)
+        n = len(videos)
+        fps_l, stride_l, nf_l, dur_l, id_l = (_per_video(v, n, name) for v, name in
+                                             ((fps, "fps"), (feat_stride, "feat_stride"),
+                                              (num_frames, "num_frames"), (duration, "duration"),
+                                              (video_id, "video_id")))
+        windows: list[tuple[int, Window]] = []
+        for i, x in enumerate(videos):
+            a = _as_array(x, f"video {id_l[i] if id_l[i] is not None else i}", self.model_config.input_dim)
+            params = self._time_params(i, fps_l[i], stride_l[i], nf_l[i], dur_l[i])
+            windows += [(i, w) for w in cut_windows(a, self.input_mode, self.model_config.temporal_scale,
+                                                     self.inference.window_overlap, **params)]
+
+        cands_per_video: list[list] = [[] for _ in range(n)]
+        for batch in self._batches(windows, progress):
+            for (i, w), c in zip(batch, self._run_batch([w for _, w in batch])):
+                cands_per_video[i].append((w.grid, c))
+
+        results = []
+        for i in range(n):
+            results.append(self._finish_video(cands_per_video[i], dur_l[i], id_l[i]))
+        return results[0] if single else results
+
+    def _batches(self, windows: list, progress: bool):
+        starts = range(0, len(windows), self.batch_size)
+        if progress:
+            from tqdm import tqdm
+
+            starts = tqdm(starts, desc="detect", unit="batch")
+        for s in starts:
+            yield windows[s:s + self.batch_size]
+
+    def _run_batch(self, batch: list[Window]):
+        t, d = self.model_config.temporal_scale, self.model_config.input_dim
+        x = np.zeros((len(batch), t, d), dtype=np.float32)
+        valid = np.zeros(len(batch), dtype=np.int64)
+        for j, w in enumerate(batch):
+            x[j, : len(w.features)] = w.features
+            valid[j] = len(w.features)
+        probs, masks = self.backend.forward(x, valid)
+        return self.backend.candidates(probs, masks, valid, self.inference)
+
+    def _finish_video(self, window_cands, duration, video_id) -> DetectionResult:
+        segs = [grid.to_seconds(c.segments_units()) for grid, c in window_cands]
+        segments = np.concatenate(segs).reshape(-1, 2) if segs else np.zeros((0, 2))
+        scores = np.concatenate([c.scores for _, c in window_cands]) if window_cands else np.zeros(0)
+        labels = np.concatenate([c.labels for _, c in window_cands]) if window_cands else np.zeros(0, np.int64)
+        segments, scores, labels = self.backend.soft_nms(segments, scores, labels, self.inference)
+        segments = np.array(segments, dtype=np.float64).reshape(-1, 2)
+        segments = np.maximum(segments, 0.0)
+        if duration is not None:
+            segments = np.minimum(segments, float(duration))
+        return DetectionResult(segments, np.asarray(scores, np.float64), np.asarray(labels, np.int64),
+                               self.class_names, None if video_id is None else str(video_id))

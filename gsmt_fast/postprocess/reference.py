@@ -1,0 +1,191 @@
+"""Reference (NumPy) post-processing of one window: class probabilities + masks -> candidates -> detections.
+
+This is the correctness oracle of SPEC §5 steps 1–6; the C++/CUDA post-processing is tested against it, so every
+tie and comparison is spelled out here:
+
+* Inputs are converted to float64 first (exact for float16/float32 inputs); every comparison and product below is
+  done in float64. In particular a mask value ``m`` is active at threshold ``θ`` when ``float64(m) > θ`` with ``θ``
+  the Python float of the config (a float32 backend must widen ``m``, not narrow ``θ``).
+* Only the first ``valid_len`` snippets count: padded snippets are never selected, padded mask rows are never
+  read, and padded values are not even checked (they may hold NaN).
+* Step 1: foreground score ``fg[t] = max_{k<K} P[k, t]``; label ``argmax_{k<K} P[k, t]``, the lowest k on ties.
+* Step 2: the ``M1 = min(top_snippets, valid_len)`` snippets with the highest ``fg``; ties go to the lower t.
+* Step 3: for each selected t and each θ in ``mask_thresholds`` (in config order), ``active = M[:valid_len, t] > θ``
+  (strict). ``long``: one candidate from the first to the last active snippet; ``short``: one candidate per
+  maximal run of active snippets; no active snippet: no candidate.
+* Step 4: score ``P[label_t, t] * max(M[a..b, t])`` (a..b inclusive); identical (start, end, label) merged,
+  keeping the highest score.
+* Step 5: drop ``score <= score_threshold``; keep the top ``pre_nms_topk`` in the order
+  (score descending, smaller start, smaller end, smaller label) — the output order of :class:`Candidates`.
+* Step 6: SoftNMS (:func:`gsmt_fast.postprocess.nms.soft_nms`) on ``[a, b + 1]`` in snippet units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from gsmt_fast.config import InferenceConfig
+from gsmt_fast.postprocess.nms import soft_nms
+
+
+@dataclass
+class Candidates:
+    """Candidate segments of one window in snippet indices.
+
+    ``start`` is the first snippet a of the run, ``end`` the last snippet b (inclusive), so a candidate covers the
+    snippet-unit interval ``[a, b + 1]``.
+    """
+
+    start: np.ndarray  # (N,) int64
+    end: np.ndarray  # (N,) int64, inclusive
+    labels: np.ndarray  # (N,) int64
+    scores: np.ndarray  # (N,) float64
+
+    def __post_init__(self):
+        self.start = np.asarray(self.start, dtype=np.int64).reshape(-1)
+        self.end = np.asarray(self.end, dtype=np.int64).reshape(-1)
+        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
+        self.scores = np.asarray(self.scores, dtype=np.float64).reshape(-1)
+        n = len(self.start)
+        if not (len(self.end) == len(self.labels) == len(self.scores) == n):
+            raise ValueError(
+                f"Candidates fields must have equal lengths, got start {n}, end {len(self.end)}, "
+                f"labels {len(self.labels)}, scores {len(self.scores)}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    def segments_units(self) -> np.ndarray:
+        """``(N, 2)`` float64 ``[a, b + 1]``: the candidates as intervals in snippet units."""
+        return np.stack([self.start, self.end + 1], axis=1).astype(np.float64).reshape(-1, 2)
+
+
+def _as_float64(name: str, array) -> np.ndarray:
+    if hasattr(array, "detach"):  # a torch tensor (any device, any float dtype incl. bfloat16)
+        array = array.detach().cpu().double().numpy()
+    array = np.asarray(array)
+    if array.dtype.kind != "f":
+        raise TypeError(f"{name} must be a floating-point array, got dtype {array.dtype}")
+    return array.astype(np.float64)
+
+
+def _validate_window(probs, masks, valid_len) -> tuple[np.ndarray, np.ndarray, int]:
+    probs = _as_float64("probs", probs)
+    masks = _as_float64("masks", masks)
+    if probs.ndim != 2 or probs.shape[0] < 2:
+        raise ValueError(f"probs must have shape (K+1, T) with K >= 1, got {probs.shape}")
+    num_snippets = probs.shape[1]
+    if masks.shape != (num_snippets, num_snippets):
+        raise ValueError(
+            f"masks must have shape (T, T) = ({num_snippets}, {num_snippets}) to match probs {probs.shape}, "
+            f"got {masks.shape}"
+        )
+    if isinstance(valid_len, bool) or not isinstance(valid_len, (int, np.integer)):
+        raise TypeError(f"valid_len must be an integer, got {valid_len!r}")
+    valid_len = int(valid_len)
+    if not 1 <= valid_len <= num_snippets:
+        raise ValueError(f"valid_len must be in [1, T={num_snippets}], got {valid_len}")
+    # Only the valid part is checked: padding is never read, so it may hold anything.
+    used_probs = probs[:, :valid_len]
+    used_masks = masks[:valid_len, :valid_len]
+    for name, used in (("probs", used_probs), ("masks", used_masks)):
+        if not np.isfinite(used).all():
+            raise ValueError(f"{name} contain NaN or inf in the first valid_len={valid_len} snippets")
+        if used.min() < 0.0 or used.max() > 1.0:
+            raise ValueError(f"{name} must be probabilities in [0, 1], got values in [{used.min()}, {used.max()}]")
+    return probs, masks, valid_len
+
+
+def _active_runs(active: np.ndarray) -> list[tuple[int, int]]:
+    """Maximal runs of True in a 1-D bool array as inclusive (first, last) index pairs, left to right."""
+    padded = np.concatenate([[False], active, [False]]).astype(np.int8)
+    changes = np.diff(padded)
+    run_starts = np.flatnonzero(changes == 1)
+    run_ends = np.flatnonzero(changes == -1) - 1
+    return [(int(a), int(b)) for a, b in zip(run_starts, run_ends)]
+
+
+def window_candidates(probs, masks, valid_len: int, cfg: InferenceConfig) -> Candidates:
+    """SPEC §5 steps 1–5 on one window (see the module docstring for every tie rule).
+
+    Args:
+        probs: ``(K+1, T)`` class probabilities (background is row K).
+        masks: ``(T, T)`` mask probabilities; column t (``masks[:, t]``) is the mask of snippet t.
+        valid_len: number of real (unpadded) snippets, ``1 <= valid_len <= T``.
+        cfg: the inference settings (``top_snippets``, ``mask_thresholds``, ``mode``, ``score_threshold``,
+            ``pre_nms_topk``).
+
+    Returns:
+        :class:`Candidates` sorted by (score descending, start, end, label), at most ``pre_nms_topk`` of them.
+    """
+    probs, masks, valid_len = _validate_window(probs, masks, valid_len)
+    num_classes = probs.shape[0] - 1
+    class_probs = probs[:num_classes, :valid_len]
+
+    # Step 1: np.argmax returns the first maximum, i.e. the lowest class index on ties.
+    snippet_labels = np.argmax(class_probs, axis=0)
+    foreground = class_probs[snippet_labels, np.arange(valid_len)]
+
+    # Step 2: highest foreground first, ties to the lower snippet index (lexsort: last key is the primary one).
+    num_selected = min(cfg.top_snippets, valid_len)
+    selected = np.lexsort((np.arange(valid_len), -foreground))[:num_selected]
+
+    # Steps 3-4: (start, end, label) -> best score; duplicates (other thresholds, other snippets) merged.
+    best_scores: dict[tuple[int, int, int], float] = {}
+    for t in selected:
+        t = int(t)
+        label = int(snippet_labels[t])
+        column = masks[:valid_len, t]
+        for threshold in cfg.mask_thresholds:
+            active = column > threshold
+            if not active.any():
+                continue
+            if cfg.mode == "long":
+                active_indices = np.flatnonzero(active)
+                runs = [(int(active_indices[0]), int(active_indices[-1]))]
+            else:
+                runs = _active_runs(active)
+            for a, b in runs:
+                score = float(probs[label, t] * column[a : b + 1].max())
+                key = (a, b, label)
+                if key not in best_scores or score > best_scores[key]:
+                    best_scores[key] = score
+
+    # Step 5: drop score <= θ_c, then sort and keep the top M2.
+    kept = [(key, score) for key, score in best_scores.items() if score > cfg.score_threshold]
+    kept.sort(key=lambda item: (-item[1], item[0][0], item[0][1], item[0][2]))
+    kept = kept[: cfg.pre_nms_topk]
+    return Candidates(
+        start=[key[0] for key, _ in kept],
+        end=[key[1] for key, _ in kept],
+        labels=[key[2] for key, _ in kept],
+        scores=[score for _, score in kept],
+    )
+
+
+def window_detections(probs, masks, valid_len: int, cfg: InferenceConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """SPEC §5 steps 1–6 on one window: candidates, then SoftNMS with the config's settings.
+
+    Returns:
+        ``(segments (N, 2) float64 in snippet units [a, b + 1], scores (N,) float64, labels (N,) int64)``, in
+        SoftNMS output order, ``N <= cfg.max_detections``.
+    """
+    candidates = window_candidates(probs, masks, valid_len, cfg)
+    return soft_nms(
+        candidates.segments_units(),
+        candidates.scores,
+        candidates.labels,
+        method=cfg.nms_method,
+        sigma=cfg.nms_sigma,
+        iou_threshold=cfg.nms_iou_threshold,
+        min_score=cfg.nms_min_score,
+        max_seg_num=cfg.max_detections,
+        multiclass=cfg.multiclass_nms,
+        backend="reference",
+    )
+
+
+__all__ = ["Candidates", "window_candidates", "window_detections"]

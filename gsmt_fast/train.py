@@ -1,0 +1,241 @@
+"""Training (``gsmt-fast train``): deterministic on CPU for a seed, validation mAP every epoch, best-checkpoint
+selection, ``metrics.json``, and resume after interruption.
+
+Outputs in ``OUT``: ``config.yaml`` (the resolved config), ``metrics.json`` (every epoch's loss terms and validation
+mAP), ``last.safetensors`` + ``train_state.pt`` (resume point), ``best.safetensors`` (best validation average mAP),
+``val_results.json`` (detections of the best epoch). Every file is written atomically.
+
+Validation uses exactly the inference path (:class:`gsmt_fast.Detector`, reference backend) and the evaluator, so
+``gsmt-fast detect`` + ``gsmt-fast eval`` on ``best.safetensors`` reproduce the logged validation mAP exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from ._io import atomic_path, atomic_write_json, atomic_write_text
+from .checkpoint import save_checkpoint
+from .config import GSMTConfig, InferenceConfig
+from .data.dataset import WindowDataset, load_dataset_spec, load_split
+from .detector import Detector, results_to_json
+from .evaluation import evaluate, parse_thresholds
+from .losses import GSMTLoss
+from .model import GSMT
+
+DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "data": {"root": None},
+    "model": {"preset": "small"},
+    "loss": {"cls_loss": "focal_lr", "mask_loss": "default", "lambda1": 0.4, "lambda2": 0.4, "lambda_b": 0.1,
+             "gamma": 2.0, "alpha": 10.0, "kernel_size": 7, "balanced_bce": True},
+    "train": {"epochs": 20, "batch_size": 16, "optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4,
+              "momentum": 0.9, "scheduler": "cosine", "warmup_epochs": 1, "grad_clip": 1.0,
+              "window_overlap": 0.5, "skip_empty_windows": False, "num_threads": None},
+    "inference": {},
+    "eval": {"tiou_thresholds": "0.3:0.1:0.7", "every": 1},
+}
+
+
+def deep_update(base: dict, new: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in new.items():
+        out[k] = deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def set_by_path(cfg: dict, dotted: str, value: str) -> None:
+    """Apply one ``--set key.sub=value`` override; the value is parsed as YAML (numbers, lists, booleans)."""
+    keys = dotted.split(".")
+    node = cfg
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"--set {dotted}: {k} is not a section")
+    node[keys[-1]] = yaml.safe_load(value)
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple = ()) -> dict:
+    cfg = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        text = Path(path).read_text()
+        user = yaml.safe_load(text) or {}
+        if not isinstance(user, dict):
+            raise ValueError(f"{path}: a config must be a YAML mapping")
+        unknown = set(user) - set(DEFAULTS)
+        if unknown:
+            raise ValueError(f"{path}: unknown config section(s) {sorted(unknown)}; valid: {sorted(DEFAULTS)}")
+        cfg = deep_update(cfg, user)
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        set_by_path(cfg, k.strip(), v)
+    return cfg
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def build_model_config(cfg: dict, num_classes: int, input_dim: int, temporal_scale: int) -> GSMTConfig:
+    m = dict(cfg["model"])
+    preset = m.pop("preset", "small")
+    m.setdefault("temporal_scale", temporal_scale)
+    return GSMTConfig.preset(preset, num_classes=num_classes, input_dim=input_dim, **m)
+
+
+def make_optimizer(model: torch.nn.Module, tcfg: dict) -> torch.optim.Optimizer:
+    name = tcfg["optimizer"].lower()
+    if name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=tcfg["lr"], weight_decay=tcfg["weight_decay"])
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=tcfg["lr"], momentum=tcfg["momentum"],
+                               weight_decay=tcfg["weight_decay"])
+    raise ValueError(f"unknown optimizer {tcfg['optimizer']!r}; use 'adamw' or 'sgd'")
+
+
+def make_scheduler(opt, tcfg: dict, steps_per_epoch: int):
+    total = max(1, tcfg["epochs"] * steps_per_epoch)
+    warm = int(tcfg.get("warmup_epochs", 0) * steps_per_epoch)
+    kind = tcfg.get("scheduler", "cosine")
+    if kind not in ("cosine", "constant"):
+        raise ValueError(f"unknown scheduler {kind!r}; use 'cosine' or 'constant'")
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if kind == "constant":
+            return 1.0
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def validate(model: GSMT, aset, store, spec, class_names, inference: InferenceConfig, thresholds) -> tuple:
+    """Detect on the validation split through :class:`Detector` and evaluate; returns (EvaluationResult, results)."""
+    videos = aset.subset(spec.val_split)
+    det = Detector.from_model(model, class_names, spec.grid, spec.input_mode, inference)
+    was_training = model.training
+    model.eval()
+    try:
+        res = det.detect([store.load(v.video_id) for v in videos], fps=[v.fps for v in videos],
+                         duration=[v.duration for v in videos], video_id=[v.video_id for v in videos])
+    finally:
+        model.train(was_training)
+    results = results_to_json(res)
+    gt = aset.to_activitynet(subset=spec.val_split)
+    return evaluate(gt, results, tiou_thresholds=thresholds, subset=spec.val_split, warn=False), results
+
+
+def train(cfg: dict, out_dir: str | Path, data_root: str | Path | None = None, resume: bool = False,
+          progress: bool = True, log=print) -> dict:
+    """Train per ``cfg`` (see :data:`DEFAULTS`); returns the final metrics dict (also in ``OUT/metrics.json``)."""
+    from tqdm import tqdm
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tcfg = cfg["train"]
+    if tcfg.get("num_threads"):
+        torch.set_num_threads(int(tcfg["num_threads"]))
+    seed_everything(int(cfg["seed"]))
+    spec = load_dataset_spec(cfg["data"], data_root)
+    aset, store = load_split(spec)
+    class_names = list(aset.classes)
+    train_videos = aset.subset(spec.train_split)
+    t_scale = int(cfg["model"].get("temporal_scale") or spec.temporal_scale or 256)
+    mcfg = build_model_config(cfg, len(class_names), store.feature_dim, t_scale)
+    inference = InferenceConfig(**cfg["inference"])
+    thresholds = parse_thresholds(cfg["eval"]["tiou_thresholds"])
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
+
+    data = WindowDataset(train_videos, store, class_names, spec.input_mode, spec.grid, mcfg.temporal_scale,
+                         float(tcfg["window_overlap"]), skip_empty=bool(tcfg["skip_empty_windows"]))
+    model = GSMT(mcfg)
+    criterion = GSMTLoss(**cfg["loss"])
+    opt = make_optimizer(model, tcfg)
+    bs = int(tcfg["batch_size"])
+    steps_per_epoch = math.ceil(len(data) / bs)
+    sched = make_scheduler(opt, tcfg, steps_per_epoch)
+    ckpt_kwargs = dict(class_names=class_names, inference=inference, grid=spec.grid, input_mode=spec.input_mode)
+
+    history: list[dict] = []
+    best = {"epoch": -1, "average_mAP": -1.0}
+    start_epoch = 0
+    if resume and (out / "train_state.pt").is_file():
+        from safetensors.torch import load_file
+
+        state = torch.load(out / "train_state.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(load_file(str(out / "last.safetensors")))
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        start_epoch = int(state["epoch"]) + 1
+        metrics = json.loads((out / "metrics.json").read_text())
+        history, best = metrics["epochs"], metrics["best"]
+        log(f"resumed from epoch {start_epoch} (best so far {best['average_mAP']:.4f} at epoch {best['epoch']})")
+    elif resume:
+        log(f"--resume: no train_state.pt in {out}; starting from scratch")
+
+    log(f"training {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params on {len(data)} windows "
+        f"({len(train_videos)} videos), {tcfg['epochs']} epochs")
+    for epoch in range(start_epoch, int(tcfg["epochs"])):
+        t0 = time.time()
+        model.train()
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(int(cfg["seed"]) * 1000 + epoch))
+        sums: dict[str, float] = {}
+        steps = range(steps_per_epoch)
+        bar = tqdm(steps, desc=f"epoch {epoch + 1}/{tcfg['epochs']}", leave=False, disable=not progress)
+        for step in bar:
+            b = data.batch(order[step * bs:(step + 1) * bs])
+            cls_logits, mask_logits = model.forward_logits(b["features"], b["valid_len"])
+            terms = criterion(cls_logits, mask_logits, {"cls": b["cls"], "mask": b["mask"], "action": b["action"]},
+                              b["valid"])
+            opt.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            if tcfg.get("grad_clip"):
+                torch.nn.utils.clip_grad_norm_(model.parameters(), float(tcfg["grad_clip"]))
+            opt.step()
+            sched.step()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            bar.set_postfix(loss=f"{sums['total'] / (step + 1):.4f}")
+        record: dict[str, Any] = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"],
+                                  "train_seconds": round(time.time() - t0, 3)}
+        record.update({f"loss_{k}": v / steps_per_epoch for k, v in sums.items()})
+        last_epoch = epoch + 1 == int(tcfg["epochs"])
+        if (epoch + 1) % int(cfg["eval"].get("every", 1)) == 0 or last_epoch:
+            ev, results = validate(model, aset, store, spec, class_names, inference, thresholds)
+            record["val_mAP"] = {f"{t:g}": float(m) for t, m in zip(ev.tiou_thresholds, ev.mAP)}
+            record["val_average_mAP"] = float(ev.average_mAP)
+            if ev.average_mAP > best["average_mAP"]:
+                best = {"epoch": epoch + 1, "average_mAP": float(ev.average_mAP), "mAP": record["val_mAP"]}
+                save_checkpoint(model, out / "best.safetensors", extra={"epoch": epoch + 1}, **ckpt_kwargs)
+                atomic_write_json(out / "val_results.json", results, indent=None)
+        history.append(record)
+        save_checkpoint(model, out / "last.safetensors", extra={"epoch": epoch + 1}, **ckpt_kwargs)
+        state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch,
+                 "torch_rng": torch.get_rng_state()}
+        with atomic_path(out / "train_state.pt") as tmp:
+            torch.save(state, tmp)
+        metrics = {"epochs": history, "best": best, "val_split": spec.val_split,
+                   "tiou_thresholds": [float(t) for t in thresholds]}
+        atomic_write_json(out / "metrics.json", metrics)
+        loss_txt = " ".join(f"{k[5:]}={v:.4f}" for k, v in record.items() if k.startswith("loss_"))
+        val_txt = f" val_avg_mAP={record['val_average_mAP']:.4f}" if "val_average_mAP" in record else ""
+        log(f"epoch {epoch + 1:3d}/{tcfg['epochs']} {loss_txt}{val_txt} ({record['train_seconds']:.1f}s)")
+    log(f"best validation average mAP {best['average_mAP']:.4f} at epoch {best['epoch']}; "
+        f"checkpoint {out / 'best.safetensors'}")
+    return {"epochs": history, "best": best}
