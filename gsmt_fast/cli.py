@@ -1,4 +1,4 @@
-"""``gsmt-fast`` command line: synth, train, detect, eval, plot, demo."""
+"""``gsmt-fast`` command line: synth, train, detect, eval, plot, demo, bench."""
 
 from __future__ import annotations
 
@@ -61,8 +61,8 @@ def _video_inputs(a, meta_input_mode: str):
 
 
 def cmd_detect(a) -> int:
-    from ._io import atomic_write_json
     from .detector import Detector, results_to_json
+    from .results import write_results
 
     det = Detector(a.ckpt, backend=a.backend, device=a.device, precision=a.precision, batch_size=a.batch_size)
     ids, arrays, time_kw = _video_inputs(a, det.input_mode)
@@ -71,7 +71,7 @@ def cmd_detect(a) -> int:
                          progress=not a.quiet, **time_kw)
     elapsed = time.perf_counter() - t0
     payload = results_to_json(results)
-    atomic_write_json(a.out, payload, indent=None)
+    write_results(a.out, payload["results"])
     n_det = sum(len(r) for r in results)
     print(f"{len(ids)} videos, {n_det} detections in {elapsed:.2f} s ({len(ids) / elapsed:.1f} videos/s, "
           f"backend {det.backend.name}) -> {a.out}")
@@ -106,11 +106,36 @@ def cmd_demo(a) -> int:
     return 0
 
 
+def find_bench_script() -> tuple[Path | None, list[Path]]:
+    """``bench/run.py`` of the checkout this package runs from (editable install) or of the working directory.
+
+    The benchmark harness lives in the repository, not in the wheel; returns (path or None, places looked at)."""
+    candidates = [Path(__file__).resolve().parent.parent / "bench" / "run.py", Path.cwd() / "bench" / "run.py"]
+    return next((c for c in candidates if c.is_file()), None), candidates
+
+
+def cmd_bench(argv: list[str]) -> int:
+    """Run ``bench/run.py``'s ``main`` with the arguments after ``bench`` passed through unchanged."""
+    import importlib.util
+
+    script, looked = find_bench_script()
+    if script is None:
+        print("gsmt-fast bench: error: the benchmark harness bench/run.py is part of the gsmt_fast repository, not "
+              "of the installed package, and was not found (looked at: " + ", ".join(map(str, looked)) + "). Run "
+              "it from the repository root of a checkout: `gsmt-fast bench --quick` or `python bench/run.py --quick`.",
+              file=sys.stderr)
+        return 2
+    spec = importlib.util.spec_from_file_location("gsmt_fast_bench_run", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(argv, prog="gsmt-fast bench")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     p = argparse.ArgumentParser(prog="gsmt-fast", description="GSMT temporal action localization: synthesize data, "
-                                "train, detect, evaluate, plot.")
+                                "train, detect, evaluate, plot, benchmark.")
     p.add_argument("--version", action="version", version=f"gsmt_fast {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -167,10 +192,17 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--seed", type=int, default=0)
     dm.add_argument("--quiet", action="store_true")
     dm.set_defaults(fn=cmd_demo)
+
+    # Only listed here: main() hands every argument after `bench` to bench/run.py (see `gsmt-fast bench --help`).
+    sub.add_parser("bench", help="throughput benchmark of the backends (runs the repository's bench/run.py; "
+                   "arguments are passed through, see `gsmt-fast bench --help`)", add_help=False)
     return p
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        return cmd_bench(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)

@@ -20,7 +20,6 @@ def config_path(name: str) -> Path:
 def run_demo(out: str | Path = "demo_out", seed: int = 0, quiet: bool = False) -> dict:
     import torch
 
-    from ._io import atomic_write_json
     from .data.annotations import load_annotations
     from .data.dataset import load_dataset_spec
     from .data.features import FeatureStore
@@ -28,6 +27,7 @@ def run_demo(out: str | Path = "demo_out", seed: int = 0, quiet: bool = False) -
     from .detector import Detector, results_to_json
     from .evaluation import evaluate, parse_thresholds
     from .plot import plot_timeline
+    from .results import write_results
     from .train import load_config, train
 
     out = Path(out)
@@ -58,7 +58,7 @@ def run_demo(out: str | Path = "demo_out", seed: int = 0, quiet: bool = False) -
                          video_id=[v.video_id for v in videos])
     elapsed = time.perf_counter() - t0
     payload = results_to_json(results)
-    atomic_write_json(out / "results.json", payload, indent=None)
+    write_results(out / "results.json", payload["results"])
 
     print("[4/4] evaluating")
     thresholds = parse_thresholds(cfg["eval"]["tiou_thresholds"])

@@ -19,6 +19,7 @@ from .checkpoint import CheckpointMeta, read_checkpoint
 from .config import GridConfig, InferenceConfig
 from .data.windows import Window, cut_windows
 from .model import GSMT
+from .results import RESULTS_VERSION, arrays_to_records
 
 BACKENDS = ("reference", "torch", "triton", "onnxruntime", "tensorrt")
 
@@ -41,20 +42,19 @@ class DetectionResult:
         return len(self.scores)
 
     def to_records(self) -> list[dict]:
-        """Official results-JSON records: ``{"label", "score", "segment"}`` (plus ``label_id``)."""
-        return [{"label": self.class_names[int(k)], "label_id": int(k), "score": float(s),
-                 "segment": [float(a), float(b)]}
-                for (a, b), s, k in zip(self.segments, self.scores, self.labels)]
+        """Official results-JSON records ``{"label", "score", "segment"}`` in selection order."""
+        return arrays_to_records(self.segments, self.scores, self.labels, self.class_names)
 
 
 def results_to_json(results: Sequence[DetectionResult]) -> dict:
-    """Official ActivityNet results dict for a list of per-video results (each needs a ``video_id``)."""
+    """Official ActivityNet results dict for a list of per-video results (each needs a ``video_id``);
+    :func:`gsmt_fast.results.write_results` writes it (``payload["results"]``) to disk."""
     out = {}
     for r in results:
         if r.video_id is None:
             raise ValueError("every DetectionResult needs a video_id to be written as results JSON")
-        out[r.video_id] = [{k: v for k, v in rec.items() if k != "label_id"} for rec in r.to_records()]
-    return {"version": "VERSION 1.3", "results": out, "external_data": {"used": False, "details": ""}}
+        out[r.video_id] = r.to_records()
+    return {"version": RESULTS_VERSION, "results": out, "external_data": {"used": False, "details": ""}}
 
 
 def _as_array(x, what: str, input_dim: int) -> np.ndarray:
@@ -175,23 +175,28 @@ class Detector:
                                                      self.inference.window_overlap, **params)]
 
         cands_per_video: list[list] = [[] for _ in range(n)]
-        for batch in self._batches(windows, progress):
-            for (i, w), c in zip(batch, self._run_batch([w for _, w in batch])):
-                cands_per_video[i].append((w.grid, c))
-
-        results = []
-        for i in range(n):
-            results.append(self._finish_video(cands_per_video[i], dur_l[i], id_l[i]))
-        return results[0] if single else results
-
-    def _batches(self, windows: list, progress: bool):
-        starts = range(0, len(windows), self.batch_size)
+        results: list[DetectionResult | None] = [None] * n
+        remaining = [0] * n
+        for i, _ in windows:
+            remaining[i] += 1
+        bar = None
         if progress:
             from tqdm import tqdm
 
-            starts = tqdm(starts, desc="detect", unit="batch")
-        for s in starts:
-            yield windows[s:s + self.batch_size]
+            bar = tqdm(total=n, desc="detect", unit="video")
+        for s in range(0, len(windows), self.batch_size):
+            batch = windows[s:s + self.batch_size]
+            for (i, w), c in zip(batch, self._run_batch([w for _, w in batch])):
+                cands_per_video[i].append((w.grid, c))
+                remaining[i] -= 1
+                if remaining[i] == 0:  # all windows of video i are done: merge, suppress, clamp
+                    results[i] = self._finish_video(cands_per_video[i], dur_l[i], id_l[i])
+                    cands_per_video[i] = []
+                    if bar is not None:
+                        bar.update(1)
+        if bar is not None:
+            bar.close()
+        return results[0] if single else results
 
     def _run_batch(self, batch: list[Window]):
         t, d = self.model_config.temporal_scale, self.model_config.input_dim

@@ -28,16 +28,10 @@ from typing import Any
 import numpy as np
 
 from gsmt_fast._io import atomic_write_json
+from gsmt_fast.data.annotations import canonical_video_id
 
 RESULTS_VERSION = "VERSION 1.3"
 _ACTIONFORMER_COLUMNS = ("video-id", "t-start", "t-end", "label", "score")
-
-
-def canonical_video_id(video_id: str) -> str:
-    """The video id without the ``v_`` prefix used by the BSN/BMN family (``v_abc`` -> ``abc``)."""
-    if not isinstance(video_id, str):
-        raise TypeError(f"video ids must be strings, got {video_id!r}")
-    return video_id[2:] if video_id.startswith("v_") else video_id
 
 
 def _finite_float(value: Any, what: str) -> float:

@@ -31,6 +31,7 @@ from .detector import Detector, results_to_json
 from .evaluation import evaluate, parse_thresholds
 from .losses import GSMTLoss
 from .model import GSMT
+from .results import write_results
 
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
@@ -223,7 +224,7 @@ def train(cfg: dict, out_dir: str | Path, data_root: str | Path | None = None, r
             if ev.average_mAP > best["average_mAP"]:
                 best = {"epoch": epoch + 1, "average_mAP": float(ev.average_mAP), "mAP": record["val_mAP"]}
                 save_checkpoint(model, out / "best.safetensors", extra={"epoch": epoch + 1}, **ckpt_kwargs)
-                atomic_write_json(out / "val_results.json", results, indent=None)
+                write_results(out / "val_results.json", results["results"])
         history.append(record)
         save_checkpoint(model, out / "last.safetensors", extra={"epoch": epoch + 1}, **ckpt_kwargs)
         state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch,

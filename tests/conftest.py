@@ -1,4 +1,11 @@
+from pathlib import Path
+
 import pytest
+
+THUMOS_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "synthetic_thumos.yaml"
+
+# The shipped thumos config shrunk so that a test can train it in seconds.
+TINY = ["model.preset=tiny", "model.mask_dim=32", "model.num_layers=1", "train.batch_size=8"]
 
 
 @pytest.fixture(scope="session")
@@ -17,6 +24,6 @@ def trained_run(small_thumos, tmp_path_factory):
     from gsmt_fast.train import load_config, train
 
     out = tmp_path_factory.mktemp("run")
-    cfg = load_config("configs/synthetic_thumos.yaml", ["model.preset=tiny", "train.epochs=3", "train.batch_size=8"])
+    cfg = load_config(THUMOS_CONFIG, TINY + ["train.epochs=3"])
     train(cfg, out, data_root=small_thumos, progress=False, log=lambda *a: None)
     return out, cfg

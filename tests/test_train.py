@@ -2,14 +2,14 @@ import json
 
 import pytest
 import torch
+from conftest import THUMOS_CONFIG, TINY
 from safetensors.torch import load_file
 
 from gsmt_fast.train import load_config, train
 
 
 def _cfg(epochs):
-    return load_config("configs/synthetic_thumos.yaml", ["model.preset=tiny", f"train.epochs={epochs}",
-                                                         "train.batch_size=8"])
+    return load_config(THUMOS_CONFIG, TINY + [f"train.epochs={epochs}"])
 
 
 def test_metrics_and_outputs(trained_run):
