@@ -14,7 +14,7 @@ from .data.dataset import DatasetSpec, WindowDataset, load_split
 from .data.windows import cut_windows
 from .evaluation import evaluate
 
-THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 
 
 def train_linear(features: torch.Tensor, labels: torch.Tensor, num_outputs: int, seed: int = 0,

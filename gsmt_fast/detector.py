@@ -24,6 +24,14 @@ from .results import RESULTS_VERSION, arrays_to_records
 BACKENDS = ("reference", "torch", "triton", "onnxruntime", "tensorrt")
 
 
+def default_backend(device=None) -> str:
+    """What ``backend="auto"`` picks: ``torch`` (model + C++ post-processing) when the extension is built, else
+    ``reference``."""
+    from .postprocess import native
+
+    return "torch" if native.available() else "reference"
+
+
 @dataclass
 class DetectionResult:
     """Detections of one video, sorted as SoftNMS selected them (scores non-increasing per class)."""
@@ -119,7 +127,7 @@ class Detector:
 
     @classmethod
     def from_model(cls, model: GSMT, class_names, grid: GridConfig, input_mode: str,
-                   inference: InferenceConfig | None = None, backend: str = "reference", device=None,
+                   inference: InferenceConfig | None = None, backend: str = "auto", device=None,
                    batch_size: int = 64) -> Detector:
         """A detector over an in-memory model (used by training-time validation)."""
         meta = CheckpointMeta(model.cfg, list(class_names), grid, input_mode, inference or InferenceConfig())
@@ -128,13 +136,17 @@ class Detector:
     @staticmethod
     def _make_backend(name: str, model: GSMT, device, precision):
         if name == "auto":
-            name = "reference"
+            name = default_backend(device)
         if name == "reference":
             from .backends.reference import ReferenceBackend
 
             return ReferenceBackend(model, device=device, precision=precision)
+        if name == "torch":
+            from .backends.torch_backend import TorchBackend
+
+            return TorchBackend(model, device=device, precision=precision)
         if name in BACKENDS:
-            raise NotImplementedError(f"backend {name!r} is not implemented yet; available: 'reference'")
+            raise NotImplementedError(f"backend {name!r} is not implemented yet; available: 'reference', 'torch'")
         raise ValueError(f"unknown backend {name!r}; valid backends: {BACKENDS} or 'auto'")
 
     # ------------------------------------------------------------------ windows
@@ -186,19 +198,25 @@ class Detector:
             bar = tqdm(total=n, desc="detect", unit="video")
         for s in range(0, len(windows), self.batch_size):
             batch = windows[s:s + self.batch_size]
-            for (i, w), c in zip(batch, self._run_batch([w for _, w in batch])):
-                cands_per_video[i].append((w.grid, c))
+            whole = [remaining[i] == 1 and cands_per_video[i] == [] for i, _ in batch]
+            for (i, w), is_whole, out in zip(batch, whole, self._run_batch([w for _, w in batch], whole)):
                 remaining[i] -= 1
-                if remaining[i] == 0:  # all windows of video i are done: merge, suppress, clamp
-                    results[i] = self._finish_video(cands_per_video[i], dur_l[i], id_l[i])
-                    cands_per_video[i] = []
-                    if bar is not None:
-                        bar.update(1)
+                if is_whole:  # the video is this one window: the backend's fused candidates + SoftNMS
+                    results[i] = self._result(*out, dur_l[i], id_l[i])
+                else:
+                    cands_per_video[i].append((w.grid, out))
+                    if remaining[i] == 0:  # all windows of video i are done: merge, suppress, clamp
+                        results[i] = self._finish_video(cands_per_video[i], dur_l[i], id_l[i])
+                        cands_per_video[i] = []
+                if results[i] is not None and bar is not None:
+                    bar.update(1)
         if bar is not None:
             bar.close()
         return results[0] if single else results
 
-    def _run_batch(self, batch: list[Window]):
+    def _run_batch(self, batch: list[Window], whole: list[bool]) -> list:
+        """Forward pass of a batch of windows; per window either its final detections ``(segments, scores,
+        labels)`` (``whole``: the window is the entire video) or its :class:`Candidates`."""
         t, d = self.model_config.temporal_scale, self.model_config.input_dim
         x = np.zeros((len(batch), t, d), dtype=np.float32)
         valid = np.zeros(len(batch), dtype=np.int64)
@@ -206,7 +224,19 @@ class Detector:
             x[j, : len(w.features)] = w.features
             valid[j] = len(w.features)
         probs, masks = self.backend.forward(x, valid)
-        return self.backend.candidates(probs, masks, valid, self.inference)
+        out: list = [None] * len(batch)
+        rows = [j for j, is_whole in enumerate(whole) if is_whole]
+        if rows:
+            scale = np.array([batch[j].grid.scale for j in rows])
+            offset = np.array([batch[j].grid.offset for j in rows])
+            for j, det in zip(rows, self.backend.window_detections(probs[rows], masks[rows], valid[rows], scale,
+                                                                   offset, self.inference)):
+                out[j] = det
+        rows = [j for j, is_whole in enumerate(whole) if not is_whole]
+        if rows:
+            for j, c in zip(rows, self.backend.candidates(probs[rows], masks[rows], valid[rows], self.inference)):
+                out[j] = c
+        return out
 
     def _finish_video(self, window_cands, duration, video_id) -> DetectionResult:
         segs = [grid.to_seconds(c.segments_units()) for grid, c in window_cands]
@@ -214,6 +244,10 @@ class Detector:
         scores = np.concatenate([c.scores for _, c in window_cands]) if window_cands else np.zeros(0)
         labels = np.concatenate([c.labels for _, c in window_cands]) if window_cands else np.zeros(0, np.int64)
         segments, scores, labels = self.backend.soft_nms(segments, scores, labels, self.inference)
+        return self._result(segments, scores, labels, duration, video_id)
+
+    def _result(self, segments, scores, labels, duration, video_id) -> DetectionResult:
+        """Clamp to ``[0, duration]`` (SPEC §5 step 7) and wrap."""
         segments = np.array(segments, dtype=np.float64).reshape(-1, 2)
         segments = np.maximum(segments, 0.0)
         if duration is not None:

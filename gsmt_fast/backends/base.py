@@ -30,3 +30,11 @@ class Backend(ABC):
     @abstractmethod
     def soft_nms(self, segments: np.ndarray, scores: np.ndarray, labels: np.ndarray, cfg: InferenceConfig):
         """SoftNMS of one video's candidates (seconds) with ``cfg``'s settings; returns (segments, scores, labels)."""
+
+    def window_detections(self, probs, masks, valid_len, scale, offset, cfg: InferenceConfig) -> list[tuple]:
+        """Final detections of windows that are whole videos: candidates → seconds (``offset + u * scale``) →
+        SoftNMS, per window. Backends with a fused batched op override this; the meaning is this default."""
+        out = []
+        for c, sc, off in zip(self.candidates(probs, masks, valid_len, cfg), scale, offset):
+            out.append(self.soft_nms(off + c.segments_units() * sc, c.scores, c.labels, cfg))
+        return out

@@ -163,7 +163,8 @@ def _extension_function(backend: str):
     function = getattr(extension, function_name, None)
     if function is None:
         hint = " (the extension was built without CUDA, or no CUDA compiler was found)" if backend == "cuda" else ""
-        raise RuntimeError(
+        # NotImplementedError is a RuntimeError: callers catching RuntimeError keep working.
+        raise NotImplementedError(
             f"SoftNMS backend {backend!r} is not built: gsmt_fast._C has no {function_name}(){hint}; "
             "use backend='reference' or rebuild the extension"
         )

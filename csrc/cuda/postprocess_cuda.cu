@@ -1,0 +1,718 @@
+// CUDA batched post-processing: one thread block per window, everything on chip, fixed-size outputs, no host
+// synchronisation (capturable in a CUDA graph). The rules (comparisons, ties, IoU, decay, exp) come from
+// gsmt_core.h, shared with the CPU path, so CUDA and CPU agree bit for bit.
+//
+// Per block (window b), 256 threads:
+//   0. status checks (valid_len, time map, optional finiteness / [0, 1] scan of the valid part);
+//   1. foreground + label per snippet (threads over t);
+//   2. top-M1 snippets by rank counting (O(V^2) compares in shared memory; exact tie order, no sort needed);
+//   3. one warp per selected column: the column goes to shared memory, then per threshold 32 rows at a time:
+//      __ballot_sync packs the active rows, run starts are A & ~(A << 1 | carry) and ends A & ~(A >> 1 | next),
+//      a segmented max-scan (__shfl_up_sync) gives each run's max, carried across 32-row words;
+//   4. candidates go into an on-chip hash table keyed by (start, end, label) with atomicMax on the score bits
+//      (scores are >= 0, so their IEEE bits order like the values): this is the oracle's merge;
+//   5. compaction + bitonic sort by (score desc, key asc) = (score desc, start, end, label); keep M2;
+//   6. detections only: SoftNMS by warp 0 (n <= M2 is small: a warp-wide argmax per pick avoids block barriers),
+//      per class in ascending label order, then the merge by rank counting.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "gsmt_core.h"
+#include "postprocess.h"
+
+namespace gsmt {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr int kTableBits = kCudaCandidateBits;
+constexpr int kTableSize = kCudaCandidateCapacity;  // distinct candidates per window kept on chip; more -> overflow
+constexpr unsigned kFullMask = 0xFFFFFFFFu;
+constexpr uint64_t kEmptyKey = ~uint64_t{0};  // never a real key: start < 2^20 - 1 keeps the top bits clear
+
+static_assert(kTableSize == (1 << kTableBits), "table size must be a power of two");
+static_assert(kTableSize % kThreads == 0, "compaction walks the table in block-sized chunks");
+
+void check_cuda(cudaError_t error, const char* what) {
+  if (error != cudaSuccess) {
+    throw std::runtime_error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(error));
+  }
+}
+
+// ---- element access ----
+__device__ __forceinline__ float load_value(const float* p, int64_t i) { return __ldg(p + i); }
+__device__ __forceinline__ float load_value(const uint16_t* p, int64_t i) { return half_bits_to_float(__ldg(p + i)); }
+__device__ __forceinline__ bool raw_in_unit(const float* p, int64_t i) {
+  const float v = __ldg(p + i);
+  return v >= 0.0f && v <= 1.0f;
+}
+__device__ __forceinline__ bool raw_in_unit(const uint16_t* p, int64_t i) {
+  return half_bits_in_unit_interval(__ldg(p + i));
+}
+__device__ __forceinline__ bool raw_finite(const float* p, int64_t i) { return isfinite(__ldg(p + i)); }
+__device__ __forceinline__ bool raw_finite(const uint16_t* p, int64_t i) { return half_bits_finite(__ldg(p + i)); }
+
+// ---- shared memory layout (bytes), identical on host (launch size) and device ----
+struct Layout {
+  size_t foreground, label, selected, columns;                        // phase 1 (candidate generation)
+  size_t nms_start, nms_end, nms_score, nms_pick_score, nms_label, nms_alive, nms_pick;  // phase 3, overlays 1
+  size_t keys, scores, total;                                         // hash table, then the sorted candidates
+};
+
+__host__ __device__ inline size_t align16(size_t bytes) { return (bytes + 15) & ~size_t{15}; }
+
+__host__ __device__ inline Layout make_layout(const Params& p) {
+  Layout L{};
+  const size_t T = static_cast<size_t>(p.T);
+  const size_t m1 = static_cast<size_t>(p.top_snippets) < T ? static_cast<size_t>(p.top_snippets) : T;
+  size_t off = 0;
+  L.foreground = off;
+  off += align16(T * sizeof(float));
+  L.label = off;
+  off += align16(T * sizeof(int32_t));
+  L.selected = off;
+  off += align16((m1 > 0 ? m1 : 1) * sizeof(int32_t));
+  L.columns = off;
+  off += align16(kWarps * T * sizeof(float));
+  const size_t phase1 = off;
+  const size_t n = static_cast<size_t>(p.pre_nms_topk < kTableSize ? p.pre_nms_topk : kTableSize);
+  off = 0;
+  L.nms_start = off;
+  off += align16(n * sizeof(double));
+  L.nms_end = off;
+  off += align16(n * sizeof(double));
+  L.nms_score = off;
+  off += align16(n * sizeof(double));
+  L.nms_pick_score = off;
+  off += align16(n * sizeof(double));
+  L.nms_label = off;
+  off += align16(n * sizeof(int32_t));
+  L.nms_alive = off;
+  off += align16(n * sizeof(int32_t));
+  L.nms_pick = off;
+  off += align16(n * sizeof(int32_t));
+  const size_t region = phase1 > off ? phase1 : off;
+  L.keys = region;
+  L.scores = region + kTableSize * sizeof(uint64_t);
+  L.total = L.scores + kTableSize * sizeof(uint64_t);
+  return L;
+}
+
+// ---- hash table of candidates: key (start, end, label) -> max score bits ----
+__device__ __forceinline__ bool table_insert(unsigned long long* keys, unsigned long long* scores, uint64_t key,
+                                             double score) {
+  uint32_t slot = static_cast<uint32_t>((key * 0x9E3779B97F4A7C15ull) >> (64 - kTableBits));
+  const unsigned long long bits = static_cast<unsigned long long>(__double_as_longlong(score));
+  for (int probe = 0; probe < kTableSize; ++probe) {
+    const unsigned long long previous = atomicCAS(&keys[slot], kEmptyKey, key);
+    if (previous == kEmptyKey || previous == key) {
+      atomicMax(&scores[slot], bits);  // non-negative doubles order like their bit patterns
+      return true;
+    }
+    slot = (slot + 1) & (kTableSize - 1);
+  }
+  return false;
+}
+
+__device__ __forceinline__ void emit_candidate(unsigned long long* keys, unsigned long long* scores, int* status,
+                                               int32_t start, int32_t end, int32_t label, float prob, float mask_max,
+                                               double score_threshold) {
+  const double score = candidate_score(prob, mask_max);
+  if (!(score > score_threshold)) return;
+  if (!table_insert(keys, scores, pack_key(start, end, label), score)) atomicOr(status, kCandidateOverflow);
+}
+
+// (score desc, key asc) on the packed representation == candidate_before on the unpacked one.
+__device__ __forceinline__ bool packed_before(unsigned long long score_a, unsigned long long key_a,
+                                              unsigned long long score_b, unsigned long long key_b) {
+  return score_a > score_b || (score_a == score_b && key_a < key_b);
+}
+
+// Short mode, one column held in shared memory by one warp: every maximal run of `column >= cutoff`.
+__device__ void warp_short_runs(const float* column, int V, float cutoff, int32_t label, float prob,
+                                double score_threshold, unsigned long long* keys, unsigned long long* scores,
+                                int* status) {
+  const int lane = threadIdx.x & 31;
+  bool carry_active = false;  // row base-1 active
+  float carry_max = -INFINITY;
+  int carry_start = -1;
+  for (int base = 0; base < V; base += 32) {
+    const int row = base + lane;
+    const float v = row < V ? column[row] : -INFINITY;
+    const bool active = row < V && v >= cutoff;
+    const unsigned bits = __ballot_sync(kFullMask, active);
+    if (bits == 0u) {
+      carry_active = false;
+      continue;
+    }
+    const unsigned starts = bits & ~((bits << 1) | (carry_active ? 1u : 0u));
+    const bool next_active = row + 1 < V && column[row + 1] >= cutoff;  // lane 31 looks into the next word
+    const bool is_end = active && !next_active;
+    // Start of this lane's run: the last start bit at or below the lane, else the run carried in.
+    const unsigned at_or_below = lane == 31 ? kFullMask : ((2u << lane) - 1u);
+    const unsigned head_bits = starts & at_or_below;
+    const int head = head_bits ? 31 - __clz(head_bits) : -1;
+    // Segmented inclusive max-scan: combine with lane - off only inside the same run.
+    float x = active ? v : -INFINITY;
+    for (int off = 1; off < 32; off <<= 1) {
+      const float y = __shfl_up_sync(kFullMask, x, off);
+      if (lane >= off && lane - off >= head) x = fmaxf(x, y);
+    }
+    if (active && head < 0) x = fmaxf(x, carry_max);
+    const int start = head >= 0 ? base + head : carry_start;
+    if (is_end) emit_candidate(keys, scores, status, start, row, label, prob, x, score_threshold);
+    carry_active = (bits >> 31) & 1u;
+    carry_max = __shfl_sync(kFullMask, x, 31);
+    carry_start = __shfl_sync(kFullMask, start, 31);
+  }
+}
+
+__device__ __forceinline__ float warp_max(float x) {
+  for (int off = 16; off > 0; off >>= 1) x = fmaxf(x, __shfl_xor_sync(kFullMask, x, off));
+  return x;
+}
+__device__ __forceinline__ int warp_min_int(int x) {
+  for (int off = 16; off > 0; off >>= 1) x = min(x, __shfl_xor_sync(kFullMask, x, off));
+  return x;
+}
+__device__ __forceinline__ int warp_max_int(int x) {
+  for (int off = 16; off > 0; off >>= 1) x = max(x, __shfl_xor_sync(kFullMask, x, off));
+  return x;
+}
+
+// Long mode: per threshold, first..last active row; its max is the column max (the argmax is always inside).
+__device__ void warp_long_runs(const float* column, int V, const Params& p, int32_t label, float prob,
+                               unsigned long long* keys, unsigned long long* scores, int* status) {
+  const int lane = threadIdx.x & 31;
+  float column_max = -INFINITY;
+  for (int i = lane; i < V; i += 32) column_max = fmaxf(column_max, column[i]);
+  column_max = warp_max(column_max);
+  int previous_first = -1, previous_last = -1;
+  for (int c = 0; c < p.num_cutoffs; ++c) {
+    const float cutoff = p.cutoffs[c];
+    int first = INT32_MAX, last = -1;
+    for (int i = lane; i < V; i += 32) {
+      if (column[i] >= cutoff) {
+        first = min(first, i);
+        last = max(last, i);
+      }
+    }
+    first = warp_min_int(first);
+    last = warp_max_int(last);
+    if (last < 0) break;  // higher cutoffs activate nothing either
+    if (first == previous_first && last == previous_last) continue;  // same candidate as the lower threshold
+    previous_first = first;
+    previous_last = last;
+    if (lane == 0) emit_candidate(keys, scores, status, first, last, label, prob, column_max, p.score_threshold);
+  }
+}
+
+// ---- SoftNMS by one warp (shared by the batched kernel and the standalone op) ----
+struct NmsArrays {
+  const double* start;
+  const double* end;
+  double* score;       // current (decayed) scores
+  double* pick_score;  // emitted scores, in pick order
+  int32_t* alive;
+  int32_t* pick;       // picked indices, in pick order (per-class runs concatenated)
+};
+
+template <class Label>
+__device__ __forceinline__ bool nms_pick_before(const NmsArrays& a, const Label* label, int i, int j) {
+  return nms_better<Label>(a.score[i], a.start[i], a.end[i], label[i], i, a.score[j], a.start[j], a.end[j], label[j],
+                           j);
+}
+
+// One greedy run over the alive candidates (of class `cls` when `per_class`); returns the new pick count.
+template <class Label>
+__device__ int warp_greedy(const NmsArrays& a, const Label* label, int n, const Params& p, bool per_class, Label cls,
+                           int picked) {
+  const int lane = threadIdx.x & 31;
+  const bool gaussian = p.nms_method == kGaussian;
+  for (int run = 0; run < p.max_detections; ++run) {
+    int best = -1;
+    for (int i = lane; i < n; i += 32) {
+      if (!a.alive[i] || (per_class && label[i] != cls)) continue;
+      if (best < 0 || nms_pick_before(a, label, i, best)) best = i;
+    }
+    // Warp-wide argmax with the same strict total order: every lane ends with the same winner.
+    for (int off = 16; off > 0; off >>= 1) {
+      const int other = __shfl_xor_sync(kFullMask, best, off);
+      if (other >= 0 && (best < 0 || nms_pick_before(a, label, other, best))) best = other;
+    }
+    if (best < 0) break;
+    const double best_start = a.start[best], best_end = a.end[best], best_score = a.score[best];
+    __syncwarp();
+    if (lane == 0) {
+      a.pick[picked] = best;
+      a.pick_score[picked] = best_score;
+      a.alive[best] = 0;
+    }
+    ++picked;
+    __syncwarp();
+    for (int i = lane; i < n; i += 32) {
+      if (!a.alive[i] || (per_class && label[i] != cls)) continue;
+      const double iou = segment_iou(best_start, best_end, a.start[i], a.end[i]);
+      if (!(gaussian && iou == 0.0)) {
+        a.score[i] = a.score[i] * decay_weight(iou, p.nms_method, p.sigma, p.iou_threshold);
+      }
+      if (!(a.score[i] >= p.min_score)) a.alive[i] = 0;
+    }
+    __syncwarp();
+  }
+  return picked;
+}
+
+// SoftNMS of n candidates whose arrays are set up (alive[i] = score[i] >= min_score). Calls emit(rank, index,
+// score) for each output rank < returned count, from any lane.
+template <class Label, class Emit>
+__device__ int warp_soft_nms(const NmsArrays& a, const Label* label, int n, const Params& p, Emit emit) {
+  const int lane = threadIdx.x & 31;
+  int picked = 0;
+  if (!p.multiclass) {
+    picked = warp_greedy<Label>(a, label, n, p, false, Label{}, 0);
+    for (int q = lane; q < picked; q += 32) emit(q, a.pick[q], a.pick_score[q]);
+    return picked;
+  }
+  // Classes in ascending order: the next class is the smallest label above the previous one.
+  bool have_previous = false;
+  Label previous{};
+  while (true) {
+    bool found = false;
+    Label cls{};
+    for (int i = lane; i < n; i += 32) {
+      if ((!have_previous || label[i] > previous) && (!found || label[i] < cls)) {
+        cls = label[i];
+        found = true;
+      }
+    }
+    for (int off = 16; off > 0; off >>= 1) {
+      const Label other = __shfl_xor_sync(kFullMask, cls, off);
+      const bool other_found = __shfl_xor_sync(kFullMask, found ? 1 : 0, off) != 0;
+      if (other_found && (!found || other < cls)) {
+        cls = other;
+        found = true;
+      }
+    }
+    if (!found) break;
+    picked = warp_greedy<Label>(a, label, n, p, true, cls, picked);
+    previous = cls;
+    have_previous = true;
+  }
+  // Merge: rank of each pick in (score desc, start, end, label, position) order, capped at max_detections.
+  __syncwarp();
+  for (int q = lane; q < picked; q += 32) {
+    const int i = a.pick[q];
+    int rank = 0;
+    for (int r = 0; r < picked; ++r) {
+      const int j = a.pick[r];
+      rank += merge_before<Label>(a.pick_score[r], a.start[j], a.end[j], label[j], r, a.pick_score[q], a.start[i],
+                                  a.end[i], label[i], q)
+                  ? 1
+                  : 0;
+    }
+    if (rank < p.max_detections) emit(rank, i, a.pick_score[q]);
+  }
+  return picked < p.max_detections ? picked : p.max_detections;
+}
+
+// ---- the batched kernel ----
+template <class PT, class MT, bool kDetections>
+__global__ void __launch_bounds__(kThreads)
+    postprocess_kernel(const PT* __restrict__ probs, const MT* __restrict__ masks,
+                       const int32_t* __restrict__ valid_len,
+                       const double* __restrict__ scale, const double* __restrict__ offset, const Params p,
+                       const CandidateOutputs cand_out, const DetectionOutputs det_out) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  __shared__ int s_status;
+  __shared__ int s_count;
+  __shared__ int s_warp_total[kWarps];
+
+  const int64_t b = blockIdx.x;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int64_t T = p.T;
+  const PT* P = probs + b * p.num_rows * T;
+  const MT* M = masks + b * T * T;
+  const Layout L = make_layout(p);
+  float* s_fg = reinterpret_cast<float*>(smem + L.foreground);
+  int32_t* s_label = reinterpret_cast<int32_t*>(smem + L.label);
+  int32_t* s_selected = reinterpret_cast<int32_t*>(smem + L.selected);
+  float* s_columns = reinterpret_cast<float*>(smem + L.columns);
+  unsigned long long* s_keys = reinterpret_cast<unsigned long long*>(smem + L.keys);
+  unsigned long long* s_scores = reinterpret_cast<unsigned long long*>(smem + L.scores);
+
+  // 0. status, with the CPU path's precedence: time map, valid_len, probs (non-finite, range), masks.
+  const int V = valid_len[b];
+  int status = 0;
+  if (kDetections && !(isfinite(scale[b]) && isfinite(offset[b]) && scale[b] > 0.0)) {
+    status = kBadTimeMap;
+  } else if (V < 1 || V > T) {
+    status = kBadValidLen;
+  } else if (p.validate) {
+    bool range_bad = false, nonfinite = false;
+    for (int64_t k = 0; k < p.num_rows; ++k) {
+      for (int t = tid; t < V; t += kThreads) {
+        if (!raw_in_unit(P, k * T + t)) {
+          range_bad = true;
+          nonfinite |= !raw_finite(P, k * T + t);
+        }
+      }
+    }
+    const bool probs_nonfinite = __syncthreads_or(nonfinite);
+    const bool probs_range = __syncthreads_or(range_bad);
+    range_bad = nonfinite = false;
+    for (int i = warp; i < V; i += kWarps) {
+      for (int j = lane; j < V; j += 32) {
+        if (!raw_in_unit(M, static_cast<int64_t>(i) * T + j)) {
+          range_bad = true;
+          nonfinite |= !raw_finite(M, static_cast<int64_t>(i) * T + j);
+        }
+      }
+    }
+    const bool masks_nonfinite = __syncthreads_or(nonfinite);
+    const bool masks_range = __syncthreads_or(range_bad);
+    status = probs_nonfinite ? kProbsNonFinite
+             : probs_range   ? kProbsOutOfRange
+             : masks_nonfinite ? kMasksNonFinite
+             : masks_range   ? kMasksOutOfRange
+                             : 0;
+  }
+  if (status != 0) {  // block-uniform
+    if (kDetections) {
+      const int64_t D = p.max_detections;
+      for (int64_t r = tid; r < D; r += kThreads) {
+        det_out.segments[(b * D + r) * 2] = 0.0;
+        det_out.segments[(b * D + r) * 2 + 1] = 0.0;
+        det_out.score[b * D + r] = 0.0;
+        det_out.label[b * D + r] = -1;
+      }
+      if (tid == 0) {
+        det_out.count[b] = 0;
+        det_out.status[b] = status;
+      }
+    } else {
+      const int64_t M2 = p.pre_nms_topk;
+      for (int64_t r = tid; r < M2; r += kThreads) {
+        cand_out.start[b * M2 + r] = -1;
+        cand_out.end[b * M2 + r] = -1;
+        cand_out.label[b * M2 + r] = -1;
+        cand_out.score[b * M2 + r] = 0.0;
+      }
+      if (tid == 0) {
+        cand_out.count[b] = 0;
+        cand_out.status[b] = status;
+      }
+    }
+    return;
+  }
+
+  // 1. foreground and label (strict > keeps the lowest class on ties); empty hash table.
+  const int64_t K = p.num_rows - 1;
+  for (int t = tid; t < V; t += kThreads) {
+    float best = load_value(P, t);
+    int32_t label = 0;
+    for (int64_t k = 1; k < K; ++k) {
+      const float v = load_value(P, k * T + t);
+      if (v > best) {
+        best = v;
+        label = static_cast<int32_t>(k);
+      }
+    }
+    s_fg[t] = best == best ? best : -INFINITY;  // NaN only with validate=False; ranks need a total order
+    s_label[t] = label;
+  }
+  for (int i = tid; i < kTableSize; i += kThreads) {
+    s_keys[i] = kEmptyKey;
+    s_scores[i] = 0ull;
+  }
+  if (tid == 0) s_status = 0;
+  __syncthreads();
+
+  // 2. top M1: rank = number of snippets before t in (fg desc, t asc); selected iff rank < M1.
+  const int M1 = p.top_snippets < V ? p.top_snippets : V;
+  for (int t = tid; t < V; t += kThreads) {
+    const float f = s_fg[t];
+    int rank = 0;
+    for (int u = 0; u < V && rank < M1; ++u) {
+      const float g = s_fg[u];
+      rank += (g > f || (g == f && u < t)) ? 1 : 0;
+    }
+    if (rank < M1) s_selected[rank] = t;
+  }
+  __syncthreads();
+
+  // 3-4. one warp per selected column.
+  float* column = s_columns + static_cast<int64_t>(warp) * T;
+  for (int j = warp; j < M1; j += kWarps) {
+    const int t = s_selected[j];
+    const int32_t label = s_label[t];
+    const float prob = load_value(P, label * T + t);
+    for (int i = lane; i < V; i += 32) column[i] = load_value(M, static_cast<int64_t>(i) * T + t);
+    __syncwarp();
+    if (p.long_mode) {
+      warp_long_runs(column, V, p, label, prob, s_keys, s_scores, &s_status);
+    } else {
+      for (int c = 0; c < p.num_cutoffs; ++c) {
+        warp_short_runs(column, V, p.cutoffs[c], label, prob, p.score_threshold, s_keys, s_scores, &s_status);
+      }
+    }
+    __syncwarp();
+  }
+  __syncthreads();
+
+  // 5. compaction of the table in block-sized chunks (a block-wide exclusive scan each), in place: a chunk is read
+  //    into registers before any of its entries moves, and entries only move to lower slots. Then a bitonic sort.
+  if (tid == 0) s_count = 0;
+  __syncthreads();
+  for (int chunk = 0; chunk < kTableSize; chunk += kThreads) {
+    const unsigned long long key = s_keys[chunk + tid], score_bits = s_scores[chunk + tid];
+    const bool occupied = key != kEmptyKey;
+    const unsigned ballot = __ballot_sync(kFullMask, occupied);
+    if (lane == 0) s_warp_total[warp] = __popc(ballot);
+    const int base = s_count;
+    __syncthreads();  // warp totals visible; every thread has read its slot and the running count
+    int position = base + __popc(ballot & ((1u << lane) - 1u));
+    for (int w = 0; w < warp; ++w) position += s_warp_total[w];
+    if (occupied) {
+      s_keys[position] = key;
+      s_scores[position] = score_bits;
+    }
+    __syncthreads();  // all moves done and s_warp_total read before it is rewritten / s_count advanced
+    if (tid == 0) {
+      int total = 0;
+      for (int w = 0; w < kWarps; ++w) total += s_warp_total[w];
+      s_count = base + total;
+    }
+    __syncthreads();
+  }
+  const int distinct = s_count;
+  int padded = 1;
+  while (padded < distinct) padded <<= 1;
+  for (int i = distinct + tid; i < padded; i += kThreads) {
+    s_keys[i] = kEmptyKey;  // sorts after every real entry
+    s_scores[i] = 0ull;
+  }
+  __syncthreads();
+  for (int k = 2; k <= padded; k <<= 1) {
+    for (int j = k >> 1; j > 0; j >>= 1) {
+      for (int i = tid; i < padded; i += kThreads) {
+        const int partner = i ^ j;
+        if (partner > i) {
+          const unsigned long long ka = s_keys[i], sa = s_scores[i], kb = s_keys[partner], sb = s_scores[partner];
+          const bool ascending = (i & k) == 0;
+          if (ascending ? packed_before(sb, kb, sa, ka) : packed_before(sa, ka, sb, kb)) {
+            s_keys[i] = kb;
+            s_scores[i] = sb;
+            s_keys[partner] = ka;
+            s_scores[partner] = sa;
+          }
+        }
+      }
+      __syncthreads();
+    }
+  }
+  const int n = distinct < p.pre_nms_topk ? distinct : p.pre_nms_topk;
+  const int final_status = s_status;
+
+  if (!kDetections) {
+    const int64_t M2 = p.pre_nms_topk;
+    for (int64_t r = tid; r < M2; r += kThreads) {
+      const bool real = r < n;
+      const unsigned long long key = real ? s_keys[r] : 0ull;
+      cand_out.start[b * M2 + r] = real ? key_start(key) : -1;
+      cand_out.end[b * M2 + r] = real ? key_end(key) : -1;
+      cand_out.label[b * M2 + r] = real ? key_label(key) : -1;
+      cand_out.score[b * M2 + r] = real ? __longlong_as_double(static_cast<long long>(s_scores[r])) : 0.0;
+    }
+    if (tid == 0) {
+      cand_out.count[b] = n;
+      cand_out.status[b] = final_status;
+    }
+    return;
+  }
+
+  // 6. SoftNMS in seconds. The NMS arrays overlay the phase-1 region (dead now).
+  NmsArrays a;
+  double* start = reinterpret_cast<double*>(smem + L.nms_start);
+  double* end = reinterpret_cast<double*>(smem + L.nms_end);
+  int32_t* nms_label = reinterpret_cast<int32_t*>(smem + L.nms_label);
+  a.start = start;
+  a.end = end;
+  a.score = reinterpret_cast<double*>(smem + L.nms_score);
+  a.pick_score = reinterpret_cast<double*>(smem + L.nms_pick_score);
+  a.alive = reinterpret_cast<int32_t*>(smem + L.nms_alive);
+  a.pick = reinterpret_cast<int32_t*>(smem + L.nms_pick);
+  const double window_scale = scale[b], window_offset = offset[b];
+  for (int i = tid; i < n; i += kThreads) {
+    const unsigned long long key = s_keys[i];
+    start[i] = to_seconds(window_offset, window_scale, static_cast<double>(key_start(key)));
+    end[i] = to_seconds(window_offset, window_scale, static_cast<double>(key_end(key) + 1));
+    nms_label[i] = key_label(key);
+    a.score[i] = __longlong_as_double(static_cast<long long>(s_scores[i]));
+    a.alive[i] = a.score[i] >= p.min_score ? 1 : 0;
+  }
+  __syncthreads();
+  if (warp != 0) return;
+  const int64_t D = p.max_detections;
+  const int kept = warp_soft_nms<int32_t>(a, nms_label, n, p, [&](int rank, int i, double score) {
+    det_out.segments[(b * D + rank) * 2] = start[i];
+    det_out.segments[(b * D + rank) * 2 + 1] = end[i];
+    det_out.score[b * D + rank] = score;
+    det_out.label[b * D + rank] = nms_label[i];
+  });
+  for (int64_t r = kept + lane; r < D; r += 32) {
+    det_out.segments[(b * D + r) * 2] = 0.0;
+    det_out.segments[(b * D + r) * 2 + 1] = 0.0;
+    det_out.score[b * D + r] = 0.0;
+    det_out.label[b * D + r] = -1;
+  }
+  if (lane == 0) {
+    det_out.count[b] = kept;
+    det_out.status[b] = final_status;
+  }
+}
+
+// ---- standalone SoftNMS (host arrays): one warp over arrays in global memory ----
+template <class Label>
+__global__ void soft_nms_kernel(const double* segments, const double* scores, const Label* labels, int n,
+                                const Params p, double* start, double* end, double* current, double* pick_score,
+                                int32_t* alive, int32_t* pick, int32_t* out_index, double* out_score,
+                                int32_t* out_count) {
+  const int lane = threadIdx.x & 31;
+  for (int i = lane; i < n; i += 32) {
+    start[i] = segments[2 * i];
+    end[i] = segments[2 * i + 1];
+    current[i] = scores[i];
+    alive[i] = scores[i] >= p.min_score ? 1 : 0;
+  }
+  __syncwarp();
+  NmsArrays a{start, end, current, pick_score, alive, pick};
+  const int kept = warp_soft_nms<Label>(a, labels, n, p, [&](int rank, int i, double score) {
+    out_index[rank] = i;
+    out_score[rank] = score;
+  });
+  if (lane == 0) *out_count = kept;
+}
+
+// Opt a kernel in to `bytes` of dynamic shared memory on `device`, once per (kernel, device, larger size): after
+// the first (warm-up) call no CUDA API call but the launch remains, which keeps the op capturable in a CUDA graph.
+void allow_shared_memory(const void* kernel, int device, size_t bytes) {
+  static std::mutex mutex;
+  static std::map<std::pair<const void*, int>, size_t> allowed;
+  std::lock_guard<std::mutex> lock(mutex);
+  size_t& current = allowed[{kernel, device}];
+  if (bytes <= current) return;
+  check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)),
+             "cudaFuncSetAttribute");
+  current = bytes;
+}
+
+template <bool kDetections>
+void launch(const void* probs, DType probs_dtype, const void* masks, DType masks_dtype, const int32_t* valid_len,
+            const double* scale, const double* offset, int64_t batch, const Params& params,
+            const CandidateOutputs& cand_out, const DetectionOutputs& det_out, void* stream) {
+  if (batch <= 0) return;
+  if (batch > INT32_MAX) throw std::invalid_argument("batch too large for one CUDA launch");
+  const size_t shared = make_layout(params).total;
+  int device = 0, optin = 0;
+  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  check_cuda(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), "cudaDeviceGetAttribute");
+  if (shared > static_cast<size_t>(optin)) {
+    throw std::invalid_argument("window too large for the CUDA post-processing: needs " + std::to_string(shared) +
+                                " bytes of shared memory per block (T=" + std::to_string(params.T) +
+                                "), the device has " + std::to_string(optin));
+  }
+  auto run = [&](auto kernel, auto typed_probs, auto typed_masks) {
+    allow_shared_memory(reinterpret_cast<const void*>(kernel), device, shared);
+    kernel<<<static_cast<unsigned>(batch), kThreads, shared, static_cast<cudaStream_t>(stream)>>>(
+        typed_probs, typed_masks, valid_len, scale, offset, params, cand_out, det_out);
+    check_cuda(cudaGetLastError(), "postprocess kernel launch");
+  };
+  const bool p16 = probs_dtype == DType::kFloat16, m16 = masks_dtype == DType::kFloat16;
+  const float* pf = static_cast<const float*>(probs);
+  const uint16_t* ph = static_cast<const uint16_t*>(probs);
+  const float* mf = static_cast<const float*>(masks);
+  const uint16_t* mh = static_cast<const uint16_t*>(masks);
+  if (!p16 && !m16) run(postprocess_kernel<float, float, kDetections>, pf, mf);
+  if (!p16 && m16) run(postprocess_kernel<float, uint16_t, kDetections>, pf, mh);
+  if (p16 && !m16) run(postprocess_kernel<uint16_t, float, kDetections>, ph, mf);
+  if (p16 && m16) run(postprocess_kernel<uint16_t, uint16_t, kDetections>, ph, mh);
+}
+
+}  // namespace
+
+int64_t cuda_shared_bytes(const Params& params) { return static_cast<int64_t>(make_layout(params).total); }
+
+int cuda_device_count() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no driver / no device" error
+    return 0;
+  }
+  return count;
+}
+
+void window_candidates_batch_cuda(const void* probs, DType probs_dtype, const void* masks, DType masks_dtype,
+                                  const int32_t* valid_len, int64_t batch, const Params& params,
+                                  const CandidateOutputs& out, void* stream) {
+  launch<false>(probs, probs_dtype, masks, masks_dtype, valid_len, nullptr, nullptr, batch, params, out,
+                DetectionOutputs{}, stream);
+}
+
+void window_detections_batch_cuda(const void* probs, DType probs_dtype, const void* masks, DType masks_dtype,
+                                  const int32_t* valid_len, const double* scale, const double* offset,
+                                  int64_t batch, const Params& params, const DetectionOutputs& out, void* stream) {
+  launch<true>(probs, probs_dtype, masks, masks_dtype, valid_len, scale, offset, batch, params, CandidateOutputs{},
+               out, stream);
+}
+
+int64_t soft_nms_cuda(const double* segments, const double* scores, const int64_t* labels, int64_t n,
+                      const Params& params, int64_t* out_index, double* out_score) {
+  if (n <= 0) return 0;
+  if (n > INT32_MAX / 8) throw std::invalid_argument("too many segments for soft_nms_cuda");
+  // One allocation: inputs, then the work arrays, then the outputs.
+  const size_t N = static_cast<size_t>(n);
+  const size_t doubles = N * 2 + N + 4 * N + N;  // segments, scores, start/end/current/pick_score, out_score
+  const size_t bytes = doubles * sizeof(double) + N * sizeof(int64_t) + 3 * N * sizeof(int32_t) + sizeof(int32_t);
+  char* base = nullptr;
+  check_cuda(cudaMalloc(&base, bytes), "cudaMalloc");
+  struct Free {
+    char* p;
+    ~Free() { cudaFree(p); }
+  } guard{base};
+  double* d_segments = reinterpret_cast<double*>(base);
+  double* d_scores = d_segments + 2 * N;
+  double* d_start = d_scores + N;
+  double* d_end = d_start + N;
+  double* d_current = d_end + N;
+  double* d_pick_score = d_current + N;
+  double* d_out_score = d_pick_score + N;
+  int64_t* d_labels = reinterpret_cast<int64_t*>(d_out_score + N);
+  int32_t* d_alive = reinterpret_cast<int32_t*>(d_labels + N);
+  int32_t* d_pick = d_alive + N;
+  int32_t* d_out_index = d_pick + N;
+  int32_t* d_count = d_out_index + N;
+  check_cuda(cudaMemcpy(d_segments, segments, 2 * N * sizeof(double), cudaMemcpyHostToDevice), "cudaMemcpy");
+  check_cuda(cudaMemcpy(d_scores, scores, N * sizeof(double), cudaMemcpyHostToDevice), "cudaMemcpy");
+  check_cuda(cudaMemcpy(d_labels, labels, N * sizeof(int64_t), cudaMemcpyHostToDevice), "cudaMemcpy");
+  soft_nms_kernel<int64_t><<<1, 32>>>(d_segments, d_scores, d_labels, static_cast<int>(n), params, d_start, d_end,
+                                      d_current, d_pick_score, d_alive, d_pick, d_out_index, d_out_score, d_count);
+  check_cuda(cudaGetLastError(), "soft_nms kernel launch");
+  int32_t count = 0;
+  check_cuda(cudaMemcpy(&count, d_count, sizeof count, cudaMemcpyDeviceToHost), "cudaMemcpy");
+  std::vector<int32_t> index(static_cast<size_t>(count));
+  check_cuda(cudaMemcpy(index.data(), d_out_index, index.size() * sizeof(int32_t), cudaMemcpyDeviceToHost),
+             "cudaMemcpy");
+  check_cuda(cudaMemcpy(out_score, d_out_score, index.size() * sizeof(double), cudaMemcpyDeviceToHost), "cudaMemcpy");
+  for (int32_t r = 0; r < count; ++r) out_index[r] = index[r];
+  return count;
+}
+
+}  // namespace gsmt

@@ -1,0 +1,69 @@
+"""``torch`` backend: the PyTorch model (eager, optionally ``torch.compile``d, fp32 or bf16 autocast) and the C++
+post-processing of ``gsmt_fast._C`` (threads over windows, GIL released). The CPU default.
+
+Probabilities and masks stay torch tensors between the forward pass and the extension (no NumPy round trip); the
+extension computes exactly what :mod:`gsmt_fast.postprocess.reference` defines.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..config import InferenceConfig
+from ..model import GSMT
+from ..postprocess import native
+from ..postprocess.nms import soft_nms
+from .base import Backend
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def cpu_supports_bf16() -> bool:
+    """True where this CPU has native bf16 matrix instructions (AVX512-BF16 or AMX), i.e. bf16 is actually fast."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, model: GSMT, device=None, precision: str | None = None, compile: bool = False,
+                 num_threads: int | None = None):
+        if not native.available():
+            raise RuntimeError("the torch backend needs the compiled extension gsmt_fast._C (reinstall gsmt_fast "
+                               "with a C++ compiler), or use backend='reference'")
+        self.device = torch.device(device or "cpu")
+        precision = precision or "fp32"
+        if precision not in PRECISIONS:
+            raise ValueError(f"the torch backend supports precision {PRECISIONS}, got {precision!r}")
+        self.precision = precision
+        self.num_threads = num_threads
+        self.model = model.to(self.device).eval()
+        self._forward = torch.compile(self.model) if compile else self.model
+
+    @torch.inference_mode()
+    def forward(self, windows, valid_len):
+        x = torch.as_tensor(windows, dtype=torch.float32).to(self.device, non_blocking=True)
+        n = torch.as_tensor(valid_len, dtype=torch.int64).to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            logits, masks = self._forward(x, n)
+        # Post-processing reads float32: the softmax and the sigmoid's output are widened once here.
+        return torch.softmax(logits.float(), dim=1), masks.float()
+
+    def candidates(self, probs, masks, valid_len, cfg: InferenceConfig):
+        return native.window_candidates_batch(probs, masks, np.asarray(valid_len), cfg,
+                                              num_threads=self.num_threads).as_candidates()
+
+    def window_detections(self, probs, masks, valid_len, scale, offset, cfg: InferenceConfig):
+        return native.window_detections_batch(probs, masks, np.asarray(valid_len), np.asarray(scale),
+                                              np.asarray(offset), cfg, num_threads=self.num_threads).as_list()
+
+    def soft_nms(self, segments, scores, labels, cfg: InferenceConfig):
+        return soft_nms(segments, scores, labels, method=cfg.nms_method, sigma=cfg.nms_sigma,
+                        iou_threshold=cfg.nms_iou_threshold, min_score=cfg.nms_min_score,
+                        max_seg_num=cfg.max_detections, multiclass=cfg.multiclass_nms, backend="cpp")

@@ -1,0 +1,73 @@
+"""The ``torch`` backend gives the reference backend's detections (same segments and labels, close scores)."""
+
+import numpy as np
+import pytest
+import torch
+
+import gsmt_fast
+from gsmt_fast.postprocess import native
+
+pytestmark = pytest.mark.skipif(not native.available(), reason="gsmt_fast._C is not built")
+
+
+def _detect_both(ckpt, videos, **kw):
+    ref = gsmt_fast.Detector(ckpt, backend="reference").detect(videos, **kw)
+    fast = gsmt_fast.Detector(ckpt, backend="torch").detect(videos, **kw)
+    return ref, fast
+
+
+def _assert_same(ref, fast, score_rtol):
+    for r, f in zip(ref, fast):
+        assert len(r) == len(f)
+        np.testing.assert_array_equal(r.labels, f.labels)
+        np.testing.assert_allclose(r.segments, f.segments, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(r.scores, f.scores, rtol=score_rtol)
+
+
+def test_torch_backend_equals_reference_on_trained_checkpoint(trained_run, small_thumos):
+    from gsmt_fast.data.annotations import load_annotations
+    from gsmt_fast.data.features import FeatureStore
+
+    run, _ = trained_run
+    aset = load_annotations(small_thumos / "annotations.json")
+    store = FeatureStore(small_thumos / "features")
+    videos = aset.subset("validation") + aset.subset("training")[:4]
+    feats = [store.load(v.video_id) for v in videos]
+    ref, fast = _detect_both(run / "best.safetensors", feats, fps=[v.fps for v in videos],
+                             duration=[v.duration for v in videos])
+    assert sum(len(r) for r in ref) > 0
+    _assert_same(ref, fast, score_rtol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["short", "long"])
+def test_torch_backend_equals_reference_resize_mode(tmp_path, mode):
+    torch.manual_seed(0)
+    model = gsmt_fast.GSMT(gsmt_fast.GSMTConfig.preset("tiny", num_classes=4, temporal_scale=40, input_dim=8))
+    with torch.no_grad():
+        model.cls_head.weight.mul_(8)  # confident classes, so that candidates pass θ_c
+    p = tmp_path / "m.safetensors"
+    gsmt_fast.save_checkpoint(model, p, class_names=list("abcd"), grid={"convention": "resize"},
+                              inference={"mode": mode})
+    rng = np.random.default_rng(0)
+    videos = [rng.standard_normal((n, 8)).astype(np.float32) for n in (5, 40, 77, 300)]
+    ref, fast = _detect_both(p, videos, duration=[3.0, 10.0, 20.0, 90.0])
+    assert sum(len(r) for r in ref) > 0
+    _assert_same(ref, fast, score_rtol=1e-6)
+
+
+def test_torch_backend_precision_errors(tmp_path):
+    model = gsmt_fast.GSMT(gsmt_fast.GSMTConfig.preset("tiny", num_classes=2, temporal_scale=8, input_dim=4))
+    p = tmp_path / "m.safetensors"
+    gsmt_fast.save_checkpoint(model, p, class_names=["a", "b"])
+    with pytest.raises(ValueError, match="precision"):
+        gsmt_fast.Detector(p, backend="torch", precision="fp8")
+    det = gsmt_fast.Detector(p, backend="torch", precision="bf16")
+    r = det.detect(np.random.default_rng(0).standard_normal((30, 4)).astype(np.float32), fps=30.0)
+    assert r.segments.shape[1] == 2
+
+
+def test_auto_picks_torch_when_the_extension_is_built(tmp_path):
+    model = gsmt_fast.GSMT(gsmt_fast.GSMTConfig.preset("tiny", num_classes=2, temporal_scale=8, input_dim=4))
+    p = tmp_path / "m.safetensors"
+    gsmt_fast.save_checkpoint(model, p, class_names=["a", "b"])
+    assert gsmt_fast.Detector(p).backend.name == "torch"
