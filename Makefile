@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml CMakeLists.txt $(wildcard csrc/*.cpp csrc/*/*.cpp csrc/
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH_PIN)"
 	$(PIP) install -q "scikit-build-core>=0.10" "pybind11>=2.12"
-	$(PIP) install -q --no-build-isolation -e ".[test,onnx]"
+	$(PIP) install -q --no-build-isolation -e ".[test]"
 	touch $(STAMP)
 
 install: $(STAMP)
