@@ -152,8 +152,6 @@ def train(cfg: dict, out_dir: str | Path, data_root: str | Path | None = None, r
     if tcfg.get("num_threads"):
         torch.set_num_threads(int(tcfg["num_threads"]))
     seed_everything(int(cfg["seed"]))
-    # Denormal floats (tiny mask-loss gradients late in training) are 10-100x slower on x86; flush them to zero.
-    torch.set_flush_denormal(True)
     spec = load_dataset_spec(cfg["data"], data_root)
     aset, store = load_split(spec)
     class_names = list(aset.classes)
