@@ -150,27 +150,29 @@ class Detector:
         raise ValueError(f"unknown backend {name!r}; valid backends: {BACKENDS} or 'auto'")
 
     # ------------------------------------------------------------------ windows
-    def _time_params(self, i: int, fps, feat_stride, num_frames, duration) -> dict:
-        if self.input_mode == "resize":
-            if duration is None:
-                raise ValueError(f"video {i}: this checkpoint uses resize mode; pass duration= (seconds)")
-            return {"duration": float(duration)}
-        fps = fps if fps is not None else self.grid_config.default_fps
+    def _time_params(self, i: int, fps, feat_stride, num_frames, duration) -> tuple[str, dict]:
+        """Input mode and grid parameters of video ``i`` (SPEC §12): ``resize`` when the checkpoint is a resize
+        model and a duration is given, or when only a duration is given; otherwise ``window`` (needs fps, from the
+        call or the checkpoint's ``grid.default_fps``)."""
+        fps = fps if fps is not None else (None if duration is not None else self.grid_config.default_fps)
+        if duration is not None and (self.input_mode == "resize" or fps is None):
+            return "resize", {"duration": float(duration)}
         if fps is None:
-            raise ValueError(f"video {i}: this checkpoint uses window mode; pass fps= (and feat_stride=, "
-                             f"num_frames= if they differ from the checkpoint's {self.grid_config.feat_stride}, "
-                             f"{self.grid_config.num_frames})")
-        return {"fps": float(fps), "duration": duration,
-                "feat_stride": float(feat_stride if feat_stride is not None else self.grid_config.feat_stride),
-                "num_frames": float(num_frames if num_frames is not None else self.grid_config.num_frames)}
+            raise ValueError(f"video {i}: pass fps= (window mode; also feat_stride=, num_frames= if they differ "
+                             f"from the checkpoint's {self.grid_config.feat_stride}, {self.grid_config.num_frames}) "
+                             f"or duration= (resize mode: the whole video resampled to T snippets)")
+        return "window", {"fps": float(fps), "duration": duration,
+                          "feat_stride": float(feat_stride if feat_stride is not None else self.grid_config.feat_stride),
+                          "num_frames": float(num_frames if num_frames is not None else self.grid_config.num_frames)}
 
     # ------------------------------------------------------------------ detection
     def detect(self, features, fps=None, feat_stride=None, num_frames=None, duration=None, video_id=None,
                progress: bool = False):
         """Detect actions in one video ``(n, d_in)`` or a list of videos; returns a DetectionResult or a list.
 
-        Time metadata (``fps``, ``feat_stride``, ``num_frames`` for window mode; ``duration`` for resize mode, also
-        used for clamping in window mode) may be scalars or per-video lists.
+        Time metadata may be scalars or per-video lists: ``fps`` (+ ``feat_stride``, ``num_frames``) selects window
+        mode (native stride, windows of T; ``duration`` then only clamps), ``duration`` alone selects resize mode
+        (the whole video resampled to T). A resize-mode checkpoint uses resize mode whenever a duration is given.
         """
         single = not isinstance(features, (list, tuple))
         videos = [features] if single else list(features)
@@ -182,8 +184,8 @@ class Detector:
         windows: list[tuple[int, Window]] = []
         for i, x in enumerate(videos):
             a = _as_array(x, f"video {id_l[i] if id_l[i] is not None else i}", self.model_config.input_dim)
-            params = self._time_params(i, fps_l[i], stride_l[i], nf_l[i], dur_l[i])
-            windows += [(i, w) for w in cut_windows(a, self.input_mode, self.model_config.temporal_scale,
+            mode, params = self._time_params(i, fps_l[i], stride_l[i], nf_l[i], dur_l[i])
+            windows += [(i, w) for w in cut_windows(a, mode, self.model_config.temporal_scale,
                                                      self.inference.window_overlap, **params)]
 
         cands_per_video: list[list] = [[] for _ in range(n)]

@@ -127,5 +127,21 @@ def test_inference_overrides_and_bad_inputs(tiny_ckpt):
         det.detect(np.array([["a"] * 8]), fps=30.0)
     with pytest.raises(ValueError, match="fps"):
         det.detect(np.zeros((10, 8), np.float32))
+
+
+def test_time_metadata_selects_the_input_mode(tiny_ckpt):
+    """SPEC §12: fps → window mode, duration alone → resize mode (the whole video resampled to T = 32)."""
+    det = gsmt_fast.Detector(tiny_ckpt)
+    x = np.random.default_rng(3).standard_normal((100, 8)).astype(np.float32)
+    window = det.detect(x, fps=25.0, duration=16.0)
+    resize = det.detect(x, duration=16.0)
+    from gsmt_fast.data.grid import resize_features
+
+    as_resized = det.detect(resize_features(x, 32), duration=16.0)  # already T long: resizing is the identity
+    np.testing.assert_array_equal(resize.segments, as_resized.segments)
+    assert not np.array_equal(window.segments, resize.segments)
+    # Resize-mode segments lie on the grid [a, b+1] * duration / T.
+    units = resize.segments * 32 / 16.0
+    np.testing.assert_allclose(units, np.round(units), atol=1e-9)
     with pytest.raises(ValueError, match="unknown backend"):
         gsmt_fast.Detector(tiny_ckpt, backend="magic")
