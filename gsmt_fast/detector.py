@@ -161,9 +161,10 @@ class Detector:
             raise ValueError(f"video {i}: pass fps= (window mode; also feat_stride=, num_frames= if they differ "
                              f"from the checkpoint's {self.grid_config.feat_stride}, {self.grid_config.num_frames}) "
                              f"or duration= (resize mode: the whole video resampled to T snippets)")
+        grid = self.grid_config
         return "window", {"fps": float(fps), "duration": duration,
-                          "feat_stride": float(feat_stride if feat_stride is not None else self.grid_config.feat_stride),
-                          "num_frames": float(num_frames if num_frames is not None else self.grid_config.num_frames)}
+                          "feat_stride": float(feat_stride if feat_stride is not None else grid.feat_stride),
+                          "num_frames": float(num_frames if num_frames is not None else grid.num_frames)}
 
     # ------------------------------------------------------------------ detection
     def detect(self, features, fps=None, feat_stride=None, num_frames=None, duration=None, video_id=None,
