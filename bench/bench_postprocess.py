@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Timing, environment, markdown_table, measure  # noqa: E402
 
 from gsmt_fast.config import InferenceConfig  # noqa: E402
-from gsmt_fast.postprocess import native, nms, reference  # noqa: E402
+from gsmt_fast.postprocess import native, reference  # noqa: E402
 
 NUM_CLASSES = 20  # THUMOS14
 
@@ -70,18 +70,7 @@ def realistic_batch(seed: int, batch: int, num_snippets: int, pool: int = 64):
 
 
 def reference_window(probs, masks, cfg: InferenceConfig):
-    cands = reference.window_candidates(probs, masks, probs.shape[1], cfg)
-    return nms.soft_nms(
-        cands.segments_units() * 0.5,
-        cands.scores,
-        cands.labels,
-        method=cfg.nms_method,
-        sigma=cfg.nms_sigma,
-        iou_threshold=cfg.nms_iou_threshold,
-        min_score=cfg.nms_min_score,
-        max_seg_num=cfg.max_detections,
-        multiclass=cfg.multiclass_nms,
-    )
+    return reference.window_detections(probs, masks, probs.shape[1], cfg)
 
 
 def reference_per_video(probs, masks, cfg, videos):

@@ -121,6 +121,12 @@ class InferenceConfig:
     def from_dict(cls, data: dict[str, Any]) -> InferenceConfig:
         return _from_dict(cls, data)
 
+    def nms_kwargs(self) -> dict[str, Any]:
+        """The SoftNMS settings as keyword arguments of :func:`gsmt_fast.soft_nms`."""
+        return {"method": self.nms_method, "sigma": self.nms_sigma, "iou_threshold": self.nms_iou_threshold,
+                "min_score": self.nms_min_score, "max_seg_num": self.max_detections,
+                "multiclass": self.multiclass_nms}
+
     def replace(self, **overrides) -> InferenceConfig:
         return _from_dict(type(self), {**self.to_dict(), **overrides})
 

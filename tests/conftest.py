@@ -27,3 +27,23 @@ def trained_run(small_thumos, tmp_path_factory):
     cfg = load_config(THUMOS_CONFIG, TINY + ["train.epochs=3"])
     train(cfg, out, data_root=small_thumos, progress=False, log=lambda *a: None)
     return out, cfg
+
+
+@pytest.fixture
+def exact_exp(monkeypatch):
+    """Make the oracle's gaussian SoftNMS weights use the extension's exp (NumPy's exp differs from glibc's in the
+    last bit for some arguments), so that the compiled backends must match the reference bit for bit."""
+    import numpy as np
+
+    from gsmt_fast import _C
+    from gsmt_fast.postprocess import nms
+
+    original = nms._decay_weights
+
+    def decay_weights(iou, method, sigma, iou_threshold):
+        if method != "gaussian":
+            return original(iou, method, sigma, iou_threshold)
+        arguments = -(iou * iou) / sigma  # the oracle's exact expression, then the extension's exp
+        return np.array([_C._deterministic_exp(float(a)) for a in arguments], dtype=np.float64)
+
+    monkeypatch.setattr(nms, "_decay_weights", decay_weights)

@@ -24,21 +24,6 @@ from gsmt_fast.postprocess import native, nms, reference
 pytestmark = pytest.mark.skipif(not native.available(), reason="gsmt_fast._C is not built")
 
 
-@pytest.fixture
-def exact_exp(monkeypatch):
-    from gsmt_fast import _C
-
-    original = nms._decay_weights
-
-    def decay_weights(iou, method, sigma, iou_threshold):
-        if method != "gaussian":
-            return original(iou, method, sigma, iou_threshold)
-        arguments = -(iou * iou) / sigma
-        return np.array([_C._deterministic_exp(float(a)) for a in arguments], dtype=np.float64)
-
-    monkeypatch.setattr(nms, "_decay_weights", decay_weights)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # inputs
 

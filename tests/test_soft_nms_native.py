@@ -16,26 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gsmt_fast.postprocess import native, nms
+from gsmt_fast.postprocess import native
 from gsmt_fast.postprocess.nms import soft_nms
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="gsmt_fast._C is not built")
-
-
-@pytest.fixture
-def exact_exp(monkeypatch):
-    """Make the oracle's gaussian weights use the extension's exp, so that every backend must match bit for bit."""
-    from gsmt_fast import _C
-
-    original = nms._decay_weights
-
-    def decay_weights(iou, method, sigma, iou_threshold):
-        if method != "gaussian":
-            return original(iou, method, sigma, iou_threshold)
-        arguments = -(iou * iou) / sigma  # the oracle's exact expression, then the extension's exp
-        return np.array([_C._deterministic_exp(float(a)) for a in arguments], dtype=np.float64)
-
-    monkeypatch.setattr(nms, "_decay_weights", decay_weights)
 
 
 def run_both(segments, scores, labels, backend="cpp", **kwargs):

@@ -31,6 +31,4 @@ class ReferenceBackend(Backend):
         return [window_candidates(probs[i], masks[i], int(valid_len[i]), cfg) for i in range(len(valid_len))]
 
     def soft_nms(self, segments, scores, labels, cfg: InferenceConfig):
-        return soft_nms(segments, scores, labels, method=cfg.nms_method, sigma=cfg.nms_sigma,
-                        iou_threshold=cfg.nms_iou_threshold, min_score=cfg.nms_min_score,
-                        max_seg_num=cfg.max_detections, multiclass=cfg.multiclass_nms, backend="reference")
+        return soft_nms(segments, scores, labels, **cfg.nms_kwargs(), backend="reference")

@@ -69,6 +69,4 @@ class TorchBackend(Backend):
                                               np.asarray(offset), cfg, num_threads=self.num_threads).as_list()
 
     def soft_nms(self, segments, scores, labels, cfg: InferenceConfig):
-        return soft_nms(segments, scores, labels, method=cfg.nms_method, sigma=cfg.nms_sigma,
-                        iou_threshold=cfg.nms_iou_threshold, min_score=cfg.nms_min_score,
-                        max_seg_num=cfg.max_detections, multiclass=cfg.multiclass_nms, backend="cpp")
+        return soft_nms(segments, scores, labels, **cfg.nms_kwargs(), backend="cpp")

@@ -174,18 +174,8 @@ def window_detections(probs, masks, valid_len: int, cfg: InferenceConfig) -> tup
         SoftNMS output order, ``N <= cfg.max_detections``.
     """
     candidates = window_candidates(probs, masks, valid_len, cfg)
-    return soft_nms(
-        candidates.segments_units(),
-        candidates.scores,
-        candidates.labels,
-        method=cfg.nms_method,
-        sigma=cfg.nms_sigma,
-        iou_threshold=cfg.nms_iou_threshold,
-        min_score=cfg.nms_min_score,
-        max_seg_num=cfg.max_detections,
-        multiclass=cfg.multiclass_nms,
-        backend="reference",
-    )
+    return soft_nms(candidates.segments_units(), candidates.scores, candidates.labels, **cfg.nms_kwargs(),
+                    backend="reference")
 
 
 __all__ = ["Candidates", "window_candidates", "window_detections"]
