@@ -127,8 +127,8 @@ def cut_all_windows(det, videos, time_kw):
     durations = time_kw.get("duration", [None] * n)
     windows = []
     for i, x in enumerate(videos):
-        params = det._time_params(i, time_kw.get("fps"), None, None, durations[i])
-        windows += [(i, w) for w in cut_windows(x, det.input_mode, det.model_config.temporal_scale,
+        mode, params = det._time_params(i, time_kw.get("fps"), None, None, durations[i])
+        windows += [(i, w) for w in cut_windows(x, mode, det.model_config.temporal_scale,
                                                  det.inference.window_overlap, **params)]
     return windows
 
