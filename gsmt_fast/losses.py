@@ -159,6 +159,15 @@ def batch_targets(targets: list[Targets], device: torch.device | str | None = No
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def _valid_mask(valid: torch.Tensor | None, batch: int, length: int, device) -> torch.Tensor:
+    """The (B, T) bool mask of valid snippets (all valid when None), shape-checked."""
+    if valid is None:
+        return torch.ones(batch, length, dtype=torch.bool, device=device)
+    if tuple(valid.shape) != (batch, length):
+        raise ValueError(f"valid must have shape (B, T) = {(batch, length)}, got {tuple(valid.shape)}")
+    return valid.bool()
+
+
 def _valid_snippets(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None):
     """Logits (N, K+1) and targets (N,) of the valid snippets only.
 
@@ -169,11 +178,7 @@ def _valid_snippets(logits: torch.Tensor, target: torch.Tensor, valid: torch.Ten
     batch, num_outputs, length = logits.shape
     if tuple(target.shape) != (batch, length):
         raise ValueError(f"target must have shape (B, T) = {(batch, length)}, got {tuple(target.shape)}")
-    if valid is None:
-        valid = torch.ones(batch, length, dtype=torch.bool, device=logits.device)
-    elif tuple(valid.shape) != (batch, length):
-        raise ValueError(f"valid must have shape (B, T) = {(batch, length)}, got {tuple(valid.shape)}")
-    valid = valid.bool()
+    valid = _valid_mask(valid, batch, length, logits.device)
     rows = logits.transpose(1, 2)[valid]
     labels = target[valid].long()
     if labels.numel() and (labels.min() < 0 or labels.max() >= num_outputs):
@@ -411,11 +416,7 @@ def mask_loss(
         raise ValueError(f"mask target has shape {tuple(mask_target.shape)}, mask logits {tuple(mask_logits.shape)}")
     if tuple(action.shape) != (batch, length):
         raise ValueError(f"action must have shape (B, T) = {(batch, length)}, got {tuple(action.shape)}")
-    if valid is None:
-        valid = torch.ones(batch, length, dtype=torch.bool, device=mask_logits.device)
-    elif tuple(valid.shape) != (batch, length):
-        raise ValueError(f"valid must have shape (B, T) = {(batch, length)}, got {tuple(valid.shape)}")
-    valid = valid.bool()
+    valid = _valid_mask(valid, batch, length, mask_logits.device)
     action = action.bool() & valid
 
     uses_bce = kind in ("default", "bce_dice")
