@@ -34,7 +34,7 @@ def cmd_train(a) -> int:
 
 def _video_inputs(a, meta_input_mode: str):
     """(video ids, feature arrays, per-video time kwargs) from --features and optionally --annotations."""
-    from .data.annotations import canonical_video_id, load_annotations
+    from .data.annotations import canonical_video_id, detect_kwargs, load_annotations
     from .data.features import FeatureStore
 
     feats = [Path(f) for f in a.features]
@@ -42,11 +42,13 @@ def _video_inputs(a, meta_input_mode: str):
         aset = load_annotations(a.annotations)
         videos = aset.subset(a.split) if a.split else list(aset.videos.values())
         store = FeatureStore(feats)
-        ids = [v.video_id for v in videos]
-        arrays = [store.load(v) for v in ids]
-        fps = [v.fps if a.fps is None else a.fps for v in videos]
-        dur = [v.duration if a.duration is None else a.duration for v in videos]
-        return ids, arrays, {"fps": fps, "duration": dur}
+        kw = detect_kwargs(videos)
+        ids = kw.pop("video_id")
+        if a.fps is not None:
+            kw["fps"] = a.fps
+        if a.duration is not None:
+            kw["duration"] = a.duration
+        return ids, [store.load(v) for v in ids], kw
     if len(feats) == 1 and feats[0].is_dir():
         store = FeatureStore(feats)
         ids = store.video_ids()

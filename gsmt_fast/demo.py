@@ -20,7 +20,7 @@ def config_path(name: str) -> Path:
 def run_demo(out: str | Path = "demo_out", seed: int = 0, quiet: bool = False) -> dict:
     import torch
 
-    from .data.annotations import load_annotations
+    from .data.annotations import detect_kwargs, load_annotations
     from .data.dataset import load_dataset_spec
     from .data.features import FeatureStore
     from .data.synthetic import generate
@@ -50,12 +50,10 @@ def run_demo(out: str | Path = "demo_out", seed: int = 0, quiet: bool = False) -
     store = FeatureStore(spec.features)
     videos = aset.subset(spec.val_split)
     feats = [store.load(v.video_id) for v in videos]
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     det = Detector(out / "train" / "best.safetensors")
-    det.detect(feats[:2], fps=[v.fps for v in videos[:2]], duration=[v.duration for v in videos[:2]])  # warm-up
+    det.detect(feats[:2], **detect_kwargs(videos[:2]))  # warm-up
     t0 = time.perf_counter()
-    results = det.detect(feats, fps=[v.fps for v in videos], duration=[v.duration for v in videos],
-                         video_id=[v.video_id for v in videos])
+    results = det.detect(feats, **detect_kwargs(videos))
     elapsed = time.perf_counter() - t0
     payload = results_to_json(results)
     write_results(out / "results.json", payload["results"])

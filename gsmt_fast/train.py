@@ -26,6 +26,7 @@ import yaml
 from ._io import atomic_path, atomic_write_json, atomic_write_text
 from .checkpoint import save_checkpoint
 from .config import GSMTConfig, InferenceConfig
+from .data.annotations import detect_kwargs
 from .data.dataset import WindowDataset, load_dataset_spec, load_split
 from .detector import Detector, results_to_json
 from .evaluation import evaluate, parse_thresholds
@@ -132,8 +133,7 @@ def validate(model: GSMT, aset, store, spec, class_names, inference: InferenceCo
     was_training = model.training
     model.eval()
     try:
-        res = det.detect([store.load(v.video_id) for v in videos], fps=[v.fps for v in videos],
-                         duration=[v.duration for v in videos], video_id=[v.video_id for v in videos])
+        res = det.detect([store.load(v.video_id) for v in videos], **detect_kwargs(videos))
     finally:
         model.train(was_training)
     results = results_to_json(res)

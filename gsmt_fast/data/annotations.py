@@ -55,6 +55,13 @@ class VideoAnnotation:
             raise ValueError(f"video {self.video_id!r}: {len(self.segments)} segments but {len(self.labels)} labels")
 
 
+def detect_kwargs(videos: Sequence[VideoAnnotation]) -> dict[str, list]:
+    """Per-video ``fps``, ``duration`` and ``video_id`` of annotated videos, as :meth:`gsmt_fast.Detector.detect`
+    takes them (training validation, the demo and ``gsmt-fast detect --annotations`` use the same metadata)."""
+    return {"fps": [v.fps for v in videos], "duration": [v.duration for v in videos],
+            "video_id": [v.video_id for v in videos]}
+
+
 @dataclass
 class AnnotationSet:
     videos: dict[str, VideoAnnotation]
