@@ -8,14 +8,23 @@ usage() {
   cat <<'EOF'
 Usage: bash bench/gpu_check.sh RESULTS_DIR [--dry-run] [--no-build]
 
-Steps (each logged to RESULTS_DIR/<step>.log, with its own timeout; total under 8 minutes):
+Steps (each logged to RESULTS_DIR/<step>.log, with its own timeout; total under 8.5 minutes), most important first:
   env               nvidia-smi, python/torch/triton/onnxruntime/nvcc/cmake versions
   build             GSMT_WITH_CUDA=ON python3 -m pip install --no-build-isolation --no-deps -e .
   import            import gsmt_fast._C and print its build_info
-  pytest_gpu        python3 -m pytest -m gpu tests (JUnit XML in RESULTS_DIR)
-  bench             bench/run.py --device cuda (all backends that construct; JSON, PNG, RESULTS rows)
-  bench_postprocess bench/bench_postprocess.py (only when the file exists)
+  pytest_gpu        python3 -m pytest -m gpu tests (JUnit XML in RESULTS_DIR): CUDA post-processing == CPU,
+                    Triton kernels' bf16/fp16 error vs PyTorch's, triton backend == reference
+  bench_triton      bench/bench_triton.py: end-to-end triton backend, features on the GPU, batches 1 … 1024
+  accuracy          bench/backend_accuracy.py on the synthetic validation splits (needs .gpu_assets/, see below):
+                    reference vs torch fp32 vs triton fp32/fp16/bf16 mAP and identical detections
+  bench_postprocess bench/bench_postprocess.py (CUDA post-processing throughput)
+  bench_kernels     bench/kernels/bench_*.py: each Triton kernel vs eager PyTorch and torch.compile
+  bench             bench/run.py --device cuda (Detector.detect from host features, torch and triton backends)
 Then RESULTS_DIR/summary.txt with PASS/FAIL/TIMEOUT/SKIP per step; exit status 1 if any step failed.
+
+.gpu_assets/ (git-ignored; pass it in the device tool's `carry`): thumos/ and anet/ benchmark folders holding the
+validation videos of `gsmt-fast synth --profile thumos-like|anet-like` (seed 0), and thumos.safetensors /
+anet.safetensors, the checkpoints of `gsmt-fast train --config configs/synthetic_{thumos,anet}.yaml` on them.
 
 Options:
   --dry-run   the same steps on a CPU machine: the venv's python (.venv/bin/python when present), the build as a
@@ -25,7 +34,7 @@ Options:
   -h, --help  this text
 
 Environment: PYTHON (interpreter to use), BENCH_ARGS (extra arguments for bench/run.py),
-             GPU_CHECK_LIMIT_S (overall limit in seconds, default 450; 230 with --dry-run).
+             GPU_CHECK_LIMIT_S (overall limit in seconds, default 500; 400 with --dry-run).
 EOF
 }
 
@@ -50,10 +59,10 @@ mkdir -p "$RESULTS_DIR" && RESULTS_DIR="$(cd "$RESULTS_DIR" && pwd)" || exit 2
 
 if [ "$DRY_RUN" = 1 ]; then
   PY="${PYTHON:-$( [ -x .venv/bin/python ] && echo "$REPO/.venv/bin/python" || echo python3 )}"
-  LIMIT_S="${GPU_CHECK_LIMIT_S:-230}"
+  LIMIT_S="${GPU_CHECK_LIMIT_S:-400}"
 else
   PY="${PYTHON:-python3}"
-  LIMIT_S="${GPU_CHECK_LIMIT_S:-450}"
+  LIMIT_S="${GPU_CHECK_LIMIT_S:-500}"
 fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc 2>/dev/null || echo 2)}"
@@ -157,7 +166,8 @@ bench() {
       --out "$RESULTS_DIR" --results-md "$RESULTS_DIR/RESULTS_rows.md" ${BENCH_ARGS:-}
   else
     # shellcheck disable=SC2086
-    "$PY" bench/run.py --device cuda --target-s 0.5 --budget-s 140 \
+    "$PY" bench/run.py --device cuda --backends torch,triton --T 256 --K 20 --batches 1,64,1024 --peers none \
+      --target-s 0.3 --budget-s 90 \
       --out "$RESULTS_DIR" --results-md "$RESULTS_DIR/RESULTS_rows.md" ${BENCH_ARGS:-}
   fi
 }
@@ -181,16 +191,46 @@ bench_postprocess() {
   "$PY" bench/bench_postprocess.py "${args[@]}"
 }
 
+bench_triton() {
+  if [ "$DRY_RUN" = 1 ]; then "$PY" bench/bench_triton.py --device cpu --out "$RESULTS_DIR"
+  else "$PY" bench/bench_triton.py --seconds 1.0 --out "$RESULTS_DIR"; fi
+}
+
+accuracy() {
+  local runs="reference,torch:fp32,triton:fp32,triton:fp16,triton:bf16" device="cuda" rc=0
+  if [ "$DRY_RUN" = 1 ]; then runs="reference,torch:fp32"; device="cpu"; fi
+  if [ ! -d .gpu_assets ]; then echo "no .gpu_assets/ (see --help): nothing to check"; return 1; fi
+  "$PY" bench/backend_accuracy.py --data .gpu_assets/thumos --ckpt .gpu_assets/thumos.safetensors --tious thumos \
+    --runs "$runs" --device "$device" --out "$RESULTS_DIR/accuracy_thumos.json" || rc=1
+  "$PY" bench/backend_accuracy.py --data .gpu_assets/anet --ckpt .gpu_assets/anet.safetensors --tious anet \
+    --runs "$runs" --device "$device" --out "$RESULTS_DIR/accuracy_anet.json" || rc=1
+  return "$rc"
+}
+
+bench_kernels() {
+  local rc=0 f device="cuda"
+  [ "$DRY_RUN" = 1 ] && device="cpu"
+  mkdir -p "$RESULTS_DIR/kernels"
+  for f in bench/kernels/bench_*.py; do
+    echo "== $f"
+    timeout 60 "$PY" "$f" --device "$device" --out "$RESULTS_DIR/kernels" || { echo "FAILED: $f"; rc=1; }
+  done
+  return "$rc"
+}
+
 export PY DRY_RUN RESULTS_DIR BENCH_ARGS="${BENCH_ARGS:-}"
-export -f env_info build import_check pytest_gpu bench bench_postprocess
+export -f env_info build import_check pytest_gpu bench bench_postprocess bench_triton accuracy bench_kernels
 echo "gpu_check: repo $REPO, results $RESULTS_DIR, python $PY, dry-run $DRY_RUN, limit ${LIMIT_S} s"
 step env 30 env_info
 if [ "$BUILD" = 1 ]; then step build 170 build; else skip build "--no-build"; fi
 step import 30 import_check
-step pytest_gpu 100 pytest_gpu
-step bench 170 bench
-if [ -f bench/bench_postprocess.py ]; then step bench_postprocess 60 bench_postprocess
+step pytest_gpu 130 pytest_gpu
+step bench_triton 100 bench_triton
+step accuracy 70 accuracy
+if [ -f bench/bench_postprocess.py ]; then step bench_postprocess 50 bench_postprocess
 else skip bench_postprocess "bench/bench_postprocess.py not present"; fi
+step bench_kernels 130 bench_kernels
+step bench 120 bench
 
 TOTAL=$(( $(date +%s) - START ))
 {

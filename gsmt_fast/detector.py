@@ -25,11 +25,27 @@ BACKENDS = ("reference", "torch", "triton", "onnxruntime", "tensorrt")
 
 
 def default_backend(device=None) -> str:
-    """What ``backend="auto"`` picks: ``torch`` (model + C++ post-processing) when the extension is built, else
-    ``reference``."""
+    """What ``backend="auto"`` picks: on a CUDA device (``device="cuda..."``, or ``None`` with a GPU visible)
+    ``triton`` when triton and the CUDA post-processing are there; otherwise ``torch`` (model + C++
+    post-processing) when the extension is built, else ``reference``."""
     from .postprocess import native
 
+    wants_cuda = str(device).startswith("cuda") if device is not None else _cuda_visible()
+    if wants_cuda and native.cuda_available():
+        from .kernels import triton_available
+
+        if triton_available():
+            return "triton"
     return "torch" if native.available() else "reference"
+
+
+def _cuda_visible() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # noqa: BLE001 - no usable torch CUDA means no GPU default
+        return False
 
 
 @dataclass
@@ -128,10 +144,11 @@ class Detector:
     @classmethod
     def from_model(cls, model: GSMT, class_names, grid: GridConfig, input_mode: str,
                    inference: InferenceConfig | None = None, backend: str = "auto", device=None,
-                   batch_size: int = 64) -> Detector:
+                   batch_size: int = 64, precision: str | None = None) -> Detector:
         """A detector over an in-memory model (used by training-time validation)."""
         meta = CheckpointMeta(model.cfg, list(class_names), grid, input_mode, inference or InferenceConfig())
-        return cls(backend=backend, device=device, batch_size=batch_size, _model=model, _meta=meta)
+        return cls(backend=backend, device=device, precision=precision, batch_size=batch_size, _model=model,
+                   _meta=meta)
 
     @staticmethod
     def _make_backend(name: str, model: GSMT, device, precision):
@@ -145,8 +162,13 @@ class Detector:
             from .backends.torch_backend import TorchBackend
 
             return TorchBackend(model, device=device, precision=precision)
+        if name == "triton":
+            from .backends.triton_backend import TritonBackend
+
+            return TritonBackend(model, device=device, precision=precision)
         if name in BACKENDS:
-            raise NotImplementedError(f"backend {name!r} is not implemented yet; available: 'reference', 'torch'")
+            raise NotImplementedError(f"backend {name!r} is not implemented yet; available: 'reference', 'torch', "
+                                      "'triton'")
         raise ValueError(f"unknown backend {name!r}; valid backends: {BACKENDS} or 'auto'")
 
     # ------------------------------------------------------------------ windows
@@ -226,6 +248,10 @@ class Detector:
         for j, w in enumerate(batch):
             x[j, : len(w.features)] = w.features
             valid[j] = len(w.features)
+        if all(whole) and hasattr(self.backend, "detect_windows"):  # forward + post-processing in one fused call
+            scale = np.array([w.grid.scale for w in batch])
+            offset = np.array([w.grid.offset for w in batch])
+            return self.backend.detect_windows(x, valid, scale, offset, self.inference).as_list()
         probs, masks = self.backend.forward(x, valid)
         out: list = [None] * len(batch)
         rows = [j for j, is_whole in enumerate(whole) if is_whole]

@@ -1,4 +1,10 @@
+import os
 from pathlib import Path
+
+# Triton kernels run on the CPU under the interpreter when no GPU is present; the variable must be set before any
+# module imports triton (torch may import it lazily), so it is set here, before the tests import anything.
+if not os.path.exists("/dev/nvidiactl"):
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
 

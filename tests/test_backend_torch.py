@@ -12,7 +12,7 @@ pytestmark = pytest.mark.skipif(not native.available(), reason="gsmt_fast._C is 
 
 def _detect_both(ckpt, videos, **kw):
     ref = gsmt_fast.Detector(ckpt, backend="reference").detect(videos, **kw)
-    fast = gsmt_fast.Detector(ckpt, backend="torch").detect(videos, **kw)
+    fast = gsmt_fast.Detector(ckpt, backend="torch", precision="fp32").detect(videos, **kw)
     return ref, fast
 
 
@@ -64,6 +64,42 @@ def test_torch_backend_precision_errors(tmp_path):
     det = gsmt_fast.Detector(p, backend="torch", precision="bf16")
     r = det.detect(np.random.default_rng(0).standard_normal((30, 4)).astype(np.float32), fps=30.0)
     assert r.segments.shape[1] == 2
+
+
+def test_default_precision_is_bf16_exactly_where_the_cpu_has_it(tmp_path):
+    from gsmt_fast.backends.torch_backend import cpu_supports_bf16
+
+    model = gsmt_fast.GSMT(gsmt_fast.GSMTConfig.preset("tiny", num_classes=2, temporal_scale=8, input_dim=4))
+    p = tmp_path / "m.safetensors"
+    gsmt_fast.save_checkpoint(model, p, class_names=["a", "b"])
+    expected = "bf16" if cpu_supports_bf16() else "fp32"
+    assert gsmt_fast.Detector(p, backend="torch").backend.precision == expected
+
+
+def test_bf16_keeps_the_output_layers_in_fp32():
+    """bf16 autocast runs the body; the class head and the final mask conv get float32 inputs and weights, so their
+    outputs equal the fp32 layers applied to the (bf16-computed) embeddings."""
+    from gsmt_fast.backends.torch_backend import TorchBackend
+
+    torch.manual_seed(0)
+    model = gsmt_fast.GSMT(gsmt_fast.GSMTConfig.preset("tiny", num_classes=3, temporal_scale=16, input_dim=8))
+    backend = TorchBackend(model, precision="bf16")
+    x = torch.randn(2, 16, 8)
+    n = np.array([16, 9])
+    probs, masks = backend.forward(x.numpy(), n)
+    assert probs.dtype == torch.float32 and masks.dtype == torch.float32
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        e = model.embed(x, torch.as_tensor(n))
+        h = model.mask_head[:-1](e)
+    with torch.no_grad():
+        expected_masks = torch.sigmoid(model.mask_head[-1](h.float()))
+        expected_probs = torch.softmax(model.cls_head(e.float()), dim=1)
+    torch.testing.assert_close(masks, expected_masks, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(probs, expected_probs, rtol=1e-6, atol=1e-7)
+    # ... and stay close to the fp32 model (the body's bf16 rounding only).
+    with torch.no_grad():
+        ref_probs, ref_masks = model(x, torch.as_tensor(n))
+    assert (masks - ref_masks).abs().max() < 0.05
 
 
 def test_auto_picks_torch_when_the_extension_is_built(tmp_path):

@@ -13,7 +13,7 @@ def test_detect_then_eval_equals_training_validation_map(trained_run, small_thum
     out = tmp_path / "results.json"
     assert main(["detect", "--ckpt", str(run / "best.safetensors"), "--features", str(small_thumos / "features"),
                  "--annotations", str(small_thumos / "annotations.json"), "--split", "validation",
-                 "--out", str(out), "--quiet"]) == 0
+                 "--out", str(out), "--precision", "fp32", "--quiet"]) == 0
     capsys.readouterr()
     assert main(["eval", "--results", str(out), "--annotations", str(small_thumos / "annotations.json"),
                  "--split", "validation", "--per-class"]) == 0

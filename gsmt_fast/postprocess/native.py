@@ -465,17 +465,30 @@ def window_detections_batch(
             )  # fmt: skip
     result = DetectionBatch(segments, scores, labels, count, status)
     if check and batch:
-        host_status = status.cpu().numpy()
-        _raise_for_status(host_status, valid, num_snippets)
-        overflow = np.flatnonzero(host_status & STATUS_OVERFLOW)
-        if len(overflow):
-            index = torch.from_numpy(overflow).to(device)
-            cpu = window_detections_batch(
-                probs[index].cpu(), masks[index].cpu(), valid[index].cpu(), scale_dev[index].cpu(),
-                offset_dev[index].cpu(), cfg, validate=validate,
-            )  # fmt: skip
-            for name in ("segments", "scores", "labels", "count", "status"):
-                getattr(result, name)[index] = torch.from_numpy(getattr(cpu, name)).to(device)
+        check_detections(result, probs, masks, valid, scale_dev, offset_dev, cfg, validate=validate)
+    return result
+
+
+def check_detections(result: DetectionBatch, probs, masks, valid_len, scale, offset, cfg: InferenceConfig,
+                     validate: bool = True) -> DetectionBatch:
+    """The ``check=True`` step of the CUDA :func:`window_detections_batch`, for callers that ran it with
+    ``check=False`` (e.g. replaying a CUDA graph): synchronises, raises on a bad window status, and recomputes
+    windows that overflowed the CUDA op's candidate capacity exactly on the CPU (in place). All arguments are the
+    op's CUDA inputs and outputs."""
+    import torch
+
+    host_status = result.status.cpu().numpy()
+    num_snippets = int(masks.shape[-1])
+    _raise_for_status(host_status, valid_len, num_snippets)
+    overflow = np.flatnonzero(host_status & STATUS_OVERFLOW)
+    if len(overflow):
+        index = torch.from_numpy(overflow).to(probs.device)
+        cpu = window_detections_batch(
+            probs[index].cpu(), masks[index].cpu(), valid_len[index].cpu(), scale[index].cpu(),
+            offset[index].cpu(), cfg, validate=validate,
+        )  # fmt: skip
+        for name in ("segments", "scores", "labels", "count", "status"):
+            getattr(result, name)[index] = torch.from_numpy(getattr(cpu, name)).to(probs.device)
     return result
 
 
@@ -483,6 +496,7 @@ __all__ = [
     "CandidateBatch",
     "DetectionBatch",
     "available",
+    "check_detections",
     "cuda_available",
     "window_candidates_batch",
     "window_detections_batch",
