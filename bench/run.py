@@ -9,7 +9,7 @@ Per backend that constructs on this machine (the others are skipped with the rea
 
 * end-to-end ``Detector.detect`` on a list of ``batch`` videos: videos/s and latency p50/p99 of one call;
 * the model forward alone (``backend.forward`` on the packed windows) and the post-processing alone
-  (``backend.candidates`` + per-video SoftNMS, as ``Detector`` runs them) on the same inputs;
+  (``Detector.post_process_batch`` + the per-video merge and SoftNMS, as ``detect`` runs them) on the same inputs;
 * peak memory: host RSS growth during the end-to-end calls, and PyTorch's peak CUDA allocation on a GPU;
 * parameters and FLOPs per video of the model (FlopCounterMode), next to the paper's Table 3.
 
@@ -133,19 +133,10 @@ def cut_all_windows(det, videos, time_kw):
     return windows
 
 
-def pack_windows(det, windows) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Zero-padded ``(b, T, d)`` arrays and valid lengths, ``det.batch_size`` windows each (as ``detect`` packs)."""
-    t, d = det.model_config.temporal_scale, det.model_config.input_dim
-    chunks = []
-    for s in range(0, len(windows), det.batch_size):
-        part = windows[s:s + det.batch_size]
-        x = np.zeros((len(part), t, d), dtype=np.float32)
-        valid = np.zeros(len(part), dtype=np.int64)
-        for j, (_, w) in enumerate(part):
-            x[j, :len(w.features)] = w.features
-            valid[j] = len(w.features)
-        chunks.append((x, valid))
-    return chunks
+def pack_windows(det, windows) -> list[tuple[object, np.ndarray]]:
+    """Zero-padded windows and valid lengths, ``det.batch_size`` windows each, packed as ``detect`` packs them."""
+    return [det.pack_windows([w for _, w in windows[s:s + det.batch_size]])
+            for s in range(0, len(windows), det.batch_size)]
 
 
 def bench_point(det, videos, time_kw, timing: Timing, device) -> dict:
@@ -166,19 +157,26 @@ def bench_point(det, videos, time_kw, timing: Timing, device) -> dict:
 
     outputs = [det.backend.forward(x, v) for x, v in chunks]
     durations = time_kw.get("duration", [None] * batch)
-    num_candidates = []
+    windows_per_video = np.bincount([i for i, _ in windows], minlength=batch)
+    num_candidates = [len(c) for (probs, masks), (_, valid) in zip(outputs, chunks)
+                      for c in det.backend.candidates(probs, masks, valid, det.inference)]
 
-    def post_processing():
+    def post_processing():  # what detect() does after the forward pass, on the same outputs
         per_video = [[] for _ in range(batch)]
-        num_candidates.clear()
+        results = [None] * batch
         start = 0
         for (probs, masks), (_, valid) in zip(outputs, chunks):
-            for (i, w), c in zip(windows[start:start + len(valid)], det.backend.candidates(probs, masks, valid,
-                                                                                           det.inference)):
-                per_video[i].append((w.grid, c))
-                num_candidates.append(len(c))
+            part = windows[start:start + len(valid)]
+            whole = [windows_per_video[i] == 1 for i, _ in part]
+            for (i, w), is_whole, out in zip(part, whole, det.post_process_batch([w for _, w in part], whole, probs,
+                                                                                 masks, valid)):
+                if is_whole:
+                    results[i] = det._result(*out, durations[i], None)
+                else:
+                    per_video[i].append((w.grid, out))
             start += len(valid)
-        return [det._finish_video(per_video[i], durations[i], None) for i in range(batch)]
+        return [r if r is not None else det._finish_video(per_video[i], durations[i], None)
+                for i, r in enumerate(results)]
 
     post = summarize(measure(post_processing, device, timing))
     return {

@@ -242,28 +242,52 @@ class Detector:
     def _run_batch(self, batch: list[Window], whole: list[bool]) -> list:
         """Forward pass of a batch of windows; per window either its final detections ``(segments, scores,
         labels)`` (``whole``: the window is the entire video) or its :class:`Candidates`."""
-        t, d = self.model_config.temporal_scale, self.model_config.input_dim
-        x = np.zeros((len(batch), t, d), dtype=np.float32)
-        valid = np.zeros(len(batch), dtype=np.int64)
-        for j, w in enumerate(batch):
-            x[j, : len(w.features)] = w.features
-            valid[j] = len(w.features)
+        x, valid = self.pack_windows(batch)
         if all(whole) and hasattr(self.backend, "detect_windows"):  # forward + post-processing in one fused call
             scale = np.array([w.grid.scale for w in batch])
             offset = np.array([w.grid.offset for w in batch])
             return self.backend.detect_windows(x, valid, scale, offset, self.inference).as_list()
         probs, masks = self.backend.forward(x, valid)
+        return self.post_process_batch(batch, whole, probs, masks, valid)
+
+    def pack_windows(self, batch: list[Window]):
+        """``(B, T, d_in)`` zero-padded windows in the backend's input dtype (float32 NumPy unless the backend sets
+        ``input_dtype``, e.g. bf16 on the CPU, when the packing copy converts) and their valid lengths."""
+        t, d = self.model_config.temporal_scale, self.model_config.input_dim
+        valid = np.array([len(w.features) for w in batch], dtype=np.int64)
+        input_dtype = getattr(self.backend, "input_dtype", None)
+        if input_dtype is None:
+            x = np.zeros((len(batch), t, d), dtype=np.float32)
+            for j, w in enumerate(batch):
+                x[j, : len(w.features)] = w.features
+        else:
+            import torch
+
+            x = torch.empty((len(batch), t, d), dtype=input_dtype)
+            for j, w in enumerate(batch):
+                x[j, : len(w.features)].copy_(torch.from_numpy(np.asarray(w.features)))
+                x[j, len(w.features):].zero_()
+        return x, valid
+
+    def post_process_batch(self, batch: list[Window], whole: list[bool], probs, masks, valid) -> list:
+        """The post-processing half of :meth:`_run_batch` (also timed alone by ``bench/run.py``): whole-video
+        windows through the backend's batched candidates + SoftNMS, the others to candidates."""
         out: list = [None] * len(batch)
+
+        def take(rows):  # all rows: the arrays themselves (a gather would copy B*T*T mask values)
+            if len(rows) == len(batch):
+                return probs, masks, valid
+            return probs[rows], masks[rows], valid[rows]
+
         rows = [j for j, is_whole in enumerate(whole) if is_whole]
         if rows:
             scale = np.array([batch[j].grid.scale for j in rows])
             offset = np.array([batch[j].grid.offset for j in rows])
-            for j, det in zip(rows, self.backend.window_detections(probs[rows], masks[rows], valid[rows], scale,
-                                                                   offset, self.inference)):
+            for j, det in zip(rows, self.backend.window_detections(*take(rows), scale, offset, self.inference)):
                 out[j] = det
         rows = [j for j, is_whole in enumerate(whole) if not is_whole]
         if rows:
-            for j, c in zip(rows, self.backend.candidates(probs[rows], masks[rows], valid[rows], self.inference)):
+            for j, c in zip(rows, self.backend.candidates(*take(rows), self.inference)):
                 out[j] = c
         return out
 
