@@ -96,7 +96,7 @@ def test_triton_forward_matches_the_model_and_fp16_is_close(tmp_path):
     for precision, tol in (("fp32", 1e-5), ("fp16", 5e-3)):
         probs, masks = TritonBackend(model, precision=precision).forward(x.numpy(), n)
         assert probs.dtype == torch.float32
-        assert masks.dtype == (torch.float32 if precision == "fp32" else torch.float16)
+        assert masks.dtype == torch.float32  # also in fp16: float16 masks cost accuracy (triton_backend docstring)
         for b, v in enumerate(n):  # only the valid part means anything (padded snippets' columns are not read)
             assert (probs[b, :, :v] - ref_probs[b, :, :v]).abs().max() <= tol
             assert (masks[b, :, :v].float() - ref_masks[b, :, :v]).abs().max() <= tol

@@ -9,15 +9,21 @@ Forward pass of a batch of B windows, activations channels-last ``(B*T, C)`` in 
    ``fused_linear`` (LayerNorm 2 prologue → FC → activation + residual);
 3. ``layer_norm_rows``: the final LayerNorm, padded snippets written as zeros (as ``GSMT.embed``);
 4. ``class_head``: class logits → softmax (float32 ``(B, K+1, T)``);
-5. ``mask_head``: conv k=3 + ReLU, conv k=3 + ReLU, conv k=1 → T + sigmoid, the T×T masks written once (float32 in
-   ``fp32``, float16 in ``fp16``/``bf16``: the post-processing reads float16/float32, and on [0, 1] float16 keeps 3
-   more mantissa bits than bfloat16).
+5. ``mask_head``: conv k=3 + ReLU, conv k=3 + ReLU, conv k=1 → T + sigmoid, the T×T masks written once, in float32
+   at every precision. Rounding the masks to float16 is what cost accuracy: on the H100 (2026-11-26) fp16 masks
+   moved the thumos-like validation mAP by −0.0058 (bf16 −0.0055), and a PyTorch emulation of these kernels'
+   roundings reproduced that (−0.0053) and showed −0.025 on anet-like, while the same emulation with float32 masks
+   moved it by +0.0000 / −0.0000 (fp16) and +0.0032 / +0.0008 (bf16). Mask values sit next to the thresholds
+   0.1 … 0.9, where float16's 2^-11 steps flip run boundaries and tie candidate scores.
 
 Then ``native.window_detections_batch`` on the GPU (one block per window), with ``check=False`` inside the graph and
 the status checked after the replay (:func:`gsmt_fast.postprocess.native.check_detections`).
 
-Precision: ``fp32`` (every ``tl.dot`` in IEEE fp32, no TF32: the same detections as ``reference``), ``fp16`` and
-``bf16`` (tensor-core inputs, fp32 accumulation, LayerNorm/softmax statistics in fp32).
+Precision: ``fp32`` (every ``tl.dot`` in IEEE fp32, no TF32: the reference's detections up to the GEMMs' summation
+order; slow, ~12–20 TFLOP/s on an H100), ``fp16`` (the default on a GPU) and ``bf16`` (tensor-core inputs, fp32
+accumulation, LayerNorm/softmax statistics in fp32, float32 masks). fp16 is the default because it is the closest to
+fp32 at the same speed (emulated above: ±0.0000 on both synthetic splits); ``bench/gpu_check.sh`` measures both on the
+GPU. ``bench/precision_emulation.py`` is the emulation.
 
 CUDA graphs: one graph per (bucket size, inference settings); a batch of B windows runs in the smallest
 power-of-two bucket ≥ B (at most ``max_batch``; larger batches run in chunks), padded with empty windows whose
@@ -116,7 +122,7 @@ class TritonBackend(Backend):
                              "is wrong); use fp32 or fp16 on the CPU")
         self.precision = precision
         self.dtype = DTYPES[precision]
-        self.mask_dtype = torch.float32 if precision == "fp32" else torch.float16
+        self.mask_dtype = torch.float32  # at every precision: see the module docstring
         self.model = model.eval()
         self.model_cfg = model.cfg
         self.use_graphs = (self.device.type == "cuda") if use_graphs is None else bool(use_graphs)
