@@ -136,6 +136,10 @@ def main(argv=None) -> int:
             if b == 1:
                 host = timed(lambda: call(True), args.seconds)
                 row["p50_ms_to_host"], row["p99_ms_to_host"] = host["p50_ms"], host["p99_ms"]
+                if gpu:  # where batch-1 latency goes (each part timed alone, with a synchronisation)
+                    row["latency_breakdown_ms"] = latency_breakdown(backend, batch_inputs, inference, timed,
+                                                                    args.seconds)
+                    print("  batch-1 breakdown (ms, p50):", row["latency_breakdown_ms"], flush=True)
             row["speedup_vs_reference"] = row["videos_per_s"] / ref_vps
             rows.append(row)
             print(f"triton {precision} batch {b}: {row['videos_per_s']:.0f} videos/s, p50 {row['p50_ms']:.3f} ms "
@@ -162,6 +166,27 @@ def main(argv=None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "bench_triton.json").write_text(json.dumps(report, indent=2))
     return 0
+
+
+def latency_breakdown(backend, batch_inputs, inference, timed, seconds) -> dict:
+    """p50 ms of the parts of a batch-1 ``detect_windows``: the captured graph alone (GPU time of forward kernels +
+    post-processing kernel), the forward kernels launched eagerly, the CUDA post-processing op alone (check=False),
+    and the host side (status check + copies) as the rest of the whole call."""
+    from gsmt_fast.postprocess import native
+
+    x, valid, scale, offset = batch_inputs
+    bucket = backend._bucket(1, inference)
+    probs, masks = backend.forward_device(x, valid)
+    parts = {
+        "graph_replay": timed(bucket.graph.replay, seconds)["p50_ms"],
+        "forward_eager": timed(lambda: backend.forward_device(x, valid), seconds)["p50_ms"],
+        "postprocess_op": timed(lambda: native.window_detections_batch(probs, masks, valid, scale, offset, inference,
+                                                                       check=False), seconds)["p50_ms"],
+        "detect_windows": timed(lambda: backend.detect_windows(x, valid, scale, offset, inference, to_host=False),
+                                seconds)["p50_ms"],
+    }
+    parts["host_side"] = parts["detect_windows"] - parts["graph_replay"]
+    return {k: round(v, 4) for k, v in parts.items()}
 
 
 if __name__ == "__main__":

@@ -193,7 +193,7 @@ bench_postprocess() {
 
 bench_triton() {
   if [ "$DRY_RUN" = 1 ]; then "$PY" bench/bench_triton.py --device cpu --out "$RESULTS_DIR"
-  else "$PY" bench/bench_triton.py --seconds 1.0 --out "$RESULTS_DIR"; fi
+  else "$PY" bench/bench_triton.py --batches 1,64,256,1024 --seconds 0.5 --out "$RESULTS_DIR"; fi
 }
 
 accuracy() {

@@ -1,12 +1,21 @@
 import os
 from pathlib import Path
 
+import pytest  # does not import triton
+
+
 # Triton kernels run on the CPU under the interpreter when no GPU is present; the variable must be set before any
 # module imports triton (torch may import it lazily), so it is set here, before the tests import anything.
-if not os.path.exists("/dev/nvidiactl"):
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+def _cuda_usable() -> bool:
+    if not os.path.exists("/dev/nvidiactl") and not os.environ.get("CUDA_VISIBLE_DEVICES"):
+        return False
+    import torch  # importing torch does not import triton
 
-import pytest
+    return torch.cuda.is_available()
+
+
+if not _cuda_usable():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 THUMOS_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "synthetic_thumos.yaml"
 

@@ -278,7 +278,7 @@ class TritonBackend(Backend):
 
     def _bucket(self, n: int, cfg: InferenceConfig) -> _GraphBucket:
         size = min(self.max_batch, _next_pow2(n))
-        key = (size, tuple(sorted(cfg.to_dict().items(), key=lambda kv: kv[0])).__repr__())
+        key = (size, tuple(vars(cfg).values()))  # the settings are baked into the graph; cheap to build per call
         if key not in self._buckets:
             self._buckets[key] = _GraphBucket(self, size, cfg)
         return self._buckets[key]
