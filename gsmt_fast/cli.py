@@ -165,9 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--annotations", help="annotation file: videos, fps and durations of --split; also evaluates")
     d.add_argument("--split", help="subset of --annotations to run on (e.g. validation)")
     d.add_argument("--tiou", default="0.3:0.1:0.7", help="tIoU thresholds for the evaluation (start:step:stop)")
-    d.add_argument("--backend", default="auto")
-    d.add_argument("--device", default=None)
-    d.add_argument("--precision", default=None)
+    d.add_argument("--backend", default="auto",
+                   help="reference | torch | triton | auto (default: triton on a GPU, torch on a CPU)")
+    d.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: the backend's choice)")
+    d.add_argument("--precision", default=None,
+                   help="fp32 | bf16 (torch) | fp16 (triton); default: the backend's (torch: bf16 on CPUs with "
+                        "native bf16, else fp32; triton: fp16). Training-time validation uses fp32")
     d.add_argument("--batch-size", type=int, default=64, help="windows per forward pass")
     d.add_argument("--quiet", action="store_true")
     _add_time_args(d)

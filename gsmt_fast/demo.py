@@ -64,7 +64,8 @@ def run_demo(out: str | Path = "demo_out", seed: int = 0, quiet: bool = False) -
                  subset=spec.val_split)
     print(r.format_table())
     n_snip = sum(len(f) for f in feats)
-    print(f"detection speed ({det.backend.name} backend, {torch.get_num_threads()} threads): "
+    precision = getattr(det.backend, "precision", "fp32")
+    print(f"detection speed ({det.backend.name} backend, {precision}, {torch.get_num_threads()} threads): "
           f"{len(videos) / elapsed:.1f} videos/s, {n_snip / elapsed:.0f} snippets/s, "
           f"{1000 * elapsed / len(videos):.1f} ms/video")
     best = max(results, key=lambda res: len(aset.videos[res.video_id].labels))
