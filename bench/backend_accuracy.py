@@ -24,6 +24,21 @@ import numpy as np
 TIOUS = {"thumos": (0.3, 0.4, 0.5, 0.6, 0.7), "anet": tuple(round(0.5 + 0.05 * i, 2) for i in range(10))}
 
 
+def load_validation(data_dir: Path):
+    """The validation split of a benchmark folder (``annotations.json`` + ``features/``): (videos, features, ground
+    truth), the videos' annotation records, their feature arrays in that order and the ActivityNet-style ground truth
+    that ``gsmt_fast.evaluate`` takes."""
+    from gsmt_fast.data.annotations import load_annotations
+    from gsmt_fast.data.features import FeatureStore
+
+    data_dir = Path(data_dir)
+    annotations = load_annotations(data_dir / "annotations.json")
+    store = FeatureStore(data_dir / "features")
+    videos = annotations.subset("validation")
+    features = [store.load(v.video_id) for v in videos]
+    return videos, features, annotations.to_activitynet(subset="validation")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, required=True)
@@ -35,15 +50,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     import gsmt_fast
-    from gsmt_fast.data.annotations import detect_kwargs, load_annotations
-    from gsmt_fast.data.features import FeatureStore
+    from gsmt_fast.data.annotations import detect_kwargs
     from gsmt_fast.detector import results_to_json
 
-    aset = load_annotations(args.data / "annotations.json")
-    store = FeatureStore(args.data / "features")
-    videos = aset.subset("validation")
-    feats = [store.load(v.video_id) for v in videos]
-    gt = aset.to_activitynet(subset="validation")
+    videos, feats, gt = load_validation(args.data)
     rows, first = [], None
     for spec in args.runs.split(","):
         backend, _, precision = spec.partition(":")

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from backend_accuracy import TIOUS, load_validation
 
-TIOUS = {"thumos": (0.3, 0.4, 0.5, 0.6, 0.7), "anet": tuple(round(0.5 + 0.05 * i, 2) for i in range(10))}
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -77,15 +77,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     import gsmt_fast
-    from gsmt_fast.data.annotations import detect_kwargs, load_annotations
-    from gsmt_fast.data.features import FeatureStore
+    from gsmt_fast.data.annotations import detect_kwargs
     from gsmt_fast.detector import results_to_json
 
-    aset = load_annotations(args.data / "annotations.json")
-    store = FeatureStore(args.data / "features")
-    videos = aset.subset("validation")
-    feats = [store.load(v.video_id) for v in videos]
-    gt = aset.to_activitynet(subset="validation")
+    videos, feats, gt = load_validation(args.data)
     base = None
     for spec in ["fp32"] + [s for s in args.runs.split(",") if s]:
         det = gsmt_fast.Detector(args.ckpt, backend="reference")

@@ -44,14 +44,15 @@ Why this design:
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+from ._checks import FLOAT_DTYPES, check_device, check_float, check_integer_dtype, check_out, check_tensor, interpreted
+
+SUPPORTED_DTYPES = FLOAT_DTYPES
 _LOG2_E = 1.4426950408889634
 
 
@@ -173,10 +174,7 @@ def flash_attention(qkv: torch.Tensor, num_heads: int, valid_len: torch.Tensor |
     block_m, block_n: optional tile sizes (powers of two >= 16) overriding the defaults; for tests and tuning.
     Returns the (B, T, C) output (``out`` when given), in qkv's dtype.
     """
-    if not isinstance(qkv, torch.Tensor):
-        raise TypeError(f"qkv must be a torch.Tensor, got {type(qkv).__name__}")
-    if qkv.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"qkv must be float32, float16 or bfloat16, got {qkv.dtype}")
+    check_float("qkv", qkv)
     if qkv.dim() != 3:
         raise ValueError(f"qkv must be 3-D (B, T, 3*C), got shape {tuple(qkv.shape)}")
     batch, seq_len, three_c = qkv.shape
@@ -200,12 +198,9 @@ def flash_attention(qkv: torch.Tensor, num_heads: int, valid_len: torch.Tensor |
     _check_block("block_n", block_n)
 
     if valid_len is not None:
-        if not isinstance(valid_len, torch.Tensor):
-            raise TypeError(f"valid_len must be a torch.Tensor or None, got {type(valid_len).__name__}")
-        if valid_len.dtype.is_floating_point or valid_len.dtype.is_complex or valid_len.dtype == torch.bool:
-            raise TypeError(f"valid_len must be an integer tensor, got {valid_len.dtype}")
-        if valid_len.device != qkv.device:
-            raise ValueError(f"valid_len is on {valid_len.device} but qkv is on {qkv.device}")
+        check_tensor("valid_len", valid_len, or_none=True)
+        check_integer_dtype("valid_len", valid_len)
+        check_device("valid_len", valid_len, qkv.device, "qkv")
         if valid_len.shape != (batch,):
             raise ValueError(f"valid_len must have shape ({batch},), got {tuple(valid_len.shape)}")
         if valid_len.device.type == "cpu" and bool((valid_len < 1).any()):
@@ -216,21 +211,13 @@ def flash_attention(qkv: torch.Tensor, num_heads: int, valid_len: torch.Tensor |
     if out is None:
         out = torch.empty((batch, seq_len, hidden_dim), dtype=qkv.dtype, device=qkv.device)
     else:
-        if not isinstance(out, torch.Tensor):
-            raise TypeError(f"out must be a torch.Tensor or None, got {type(out).__name__}")
-        if out.shape != (batch, seq_len, hidden_dim):
-            raise ValueError(f"out must have shape {(batch, seq_len, hidden_dim)}, got {tuple(out.shape)}")
-        if out.dtype != qkv.dtype:
-            raise TypeError(f"out must have qkv's dtype {qkv.dtype}, got {out.dtype}")
-        if out.device != qkv.device:
-            raise ValueError(f"out is on {out.device} but qkv is on {qkv.device}")
+        check_out(out, (batch, seq_len, hidden_dim), qkv, "qkv", or_none=True)
 
     if qkv.stride(-1) != 1:  # the head columns are read as contiguous runs
         qkv = qkv.contiguous()
 
-    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
     is_fp32 = qkv.dtype == torch.float32
-    if interpreted:
+    if interpreted():
         # Serial Python programs: few, big blocks.
         default_m, default_n = _clamp_block(seq_len, 16, 128), _clamp_block(seq_len, 16, 128)
         num_warps, num_stages = 4, 1

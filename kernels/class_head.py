@@ -46,7 +46,6 @@ Why this design:
 
 from __future__ import annotations
 
-import os
 from typing import NamedTuple
 
 import numpy as np
@@ -55,7 +54,8 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-_COMPUTE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+from ._checks import check_float, check_float_dtype, check_integer_dtype, check_shape, check_tensor, interpreted
+
 _MAX_CLASSES_PLUS_BACKGROUND = 1024  # the whole class axis lives in one register block
 
 
@@ -159,19 +159,13 @@ def _top_snippets_kernel(
 
 
 # ------------------------------------------------------------------------------------------------------- wrapper
-def _interpreted() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
-
-
 def _check_out(name: str, out, shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     if out is None:
         return torch.empty(shape, dtype=dtype, device=device)
-    if not isinstance(out, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor or None, got {type(out).__name__}")
+    check_tensor(name, out, or_none=True)
     if out.dtype != dtype:
         raise TypeError(f"{name} must have dtype {dtype}, got {out.dtype}")
-    if tuple(out.shape) != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(out.shape)}")
+    check_shape(name, out, shape)
     if out.device != device:
         raise ValueError(f"{name} must be on {device} (the device of e), got {out.device}")
     if not out.is_contiguous():
@@ -190,8 +184,7 @@ def _valid_len_tensor(valid_len, batch: int, length: int, device: torch.device) 
         if array.dtype.kind not in "iu":
             raise TypeError(f"valid_len must hold integers, got dtype {array.dtype}")
         valid_len = torch.from_numpy(array.astype(np.int64))
-    if valid_len.dtype.is_floating_point or valid_len.dtype.is_complex or valid_len.dtype == torch.bool:
-        raise TypeError(f"valid_len must be an integer tensor, got dtype {valid_len.dtype}")
+    check_integer_dtype("valid_len", valid_len)
     if valid_len.dim() != 1 or valid_len.numel() != batch:
         raise ValueError(f"valid_len must have shape ({batch},) for a batch of {batch}, got {tuple(valid_len.shape)}")
     if valid_len.device.type != "cuda":  # a host check costs nothing here; on the GPU it would synchronise
@@ -213,7 +206,7 @@ def _launch_config(num_classes: int, length: int, channels: int, dtype: torch.dt
     30 us with (T64, C128, 4 warps, 3 stages), 32-34 us elsewhere; K=200 90 us with (T64, C64, 8 warps, 4 stages),
     96-133 us for the other tiles; fp32 K=200 840 us with 2 stages (3 would not fit shared memory)."""
     block_k = max(16, triton.next_power_of_2(num_classes))
-    if _interpreted():  # serial Python programs: as few and as large as the problem allows
+    if interpreted():  # serial Python programs: as few and as large as the problem allows
         block_t = max(16, min(256, triton.next_power_of_2(length)))
         block_c = max(16, min(128, triton.next_power_of_2(channels)))
         return _LaunchConfig(block_k, block_t, block_c, 4, 1)
@@ -246,24 +239,17 @@ def class_head(e, weight, bias, valid_len, top_snippets, *, out_probs=None, out_
     Returns:
         :class:`ClassHeadOutput` ``(probs, fg, label, top, top_count)``.
     """
-    if not isinstance(e, torch.Tensor):
-        raise TypeError(f"e must be a torch.Tensor, got {type(e).__name__}")
+    check_tensor("e", e)
     if e.dim() != 3:
         raise ValueError(f"e must have shape (B, T, C), got {tuple(e.shape)}")
-    if e.dtype not in _COMPUTE_DTYPES:
-        raise TypeError(f"e must be float32, float16 or bfloat16, got {e.dtype}")
+    check_float_dtype("e", e.dtype)
     batch, length, channels = e.shape
     if length < 1 or channels < 1:
         raise ValueError(f"e must have T >= 1 and C >= 1, got shape {tuple(e.shape)}")
     device = e.device
 
-    for name, tensor in (("weight", weight), ("bias", bias)):
-        if not isinstance(tensor, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
-        if tensor.dtype not in _COMPUTE_DTYPES:
-            raise TypeError(f"{name} must be float32, float16 or bfloat16, got {tensor.dtype}")
-        if tensor.device != device:
-            raise ValueError(f"{name} is on {tensor.device} but e is on {device}")
+    check_float("weight", weight, device, "e")
+    check_float("bias", bias, device, "e")
     if weight.dim() == 3 and weight.shape[2] == 1:
         weight = weight[:, :, 0]
     if weight.dim() != 2 or weight.shape[1] != channels:
@@ -273,8 +259,7 @@ def class_head(e, weight, bias, valid_len, top_snippets, *, out_probs=None, out_
         raise ValueError(f"weight must have K+1 >= 2 rows (K >= 1 foreground classes), got {num_classes}")
     if num_classes > _MAX_CLASSES_PLUS_BACKGROUND:
         raise ValueError(f"weight has K+1 = {num_classes} rows; at most {_MAX_CLASSES_PLUS_BACKGROUND} are supported")
-    if bias.dim() != 1 or bias.shape[0] != num_classes:
-        raise ValueError(f"bias must have shape ({num_classes},) to match weight, got {tuple(bias.shape)}")
+    check_shape("bias", bias, (num_classes,))
     weight = weight.to(e.dtype).contiguous()
     bias = bias.to(e.dtype).contiguous()
 
@@ -304,7 +289,7 @@ def class_head(e, weight, bias, valid_len, top_snippets, *, out_probs=None, out_
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
 
-    if _interpreted():
+    if interpreted():
         block_q = block_s = max(16, min(256, triton.next_power_of_2(length)))
     else:  # a (32 x 256) comparison tile per step: 11 us for B=256, T=256 on an H100 (64 x 128: 16 us)
         block_q, block_s = 32, 256

@@ -22,16 +22,25 @@ Design, and why:
 
 from __future__ import annotations
 
-import math
 import numbers
-import os
 
 import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+from ._checks import (
+    check_device,
+    check_eps,
+    check_float_dtype,
+    check_integer_dtype,
+    check_out,
+    check_tensor,
+    check_vector,
+    interpreted,
+    overlaps,
+)
+
 _MAX_SINGLE_BLOCK_C = 4096
 
 
@@ -107,31 +116,6 @@ def _layer_norm_rows_kernel(
             tl.store(out_rows + cols[None, :], y.to(out_ptr.dtype.element_ty), mask=tile_ok)
 
 
-def _memory_span(t: torch.Tensor) -> tuple[int, int]:
-    """[first byte, one past the last byte] that ``t`` can touch."""
-    if t.numel() == 0:
-        return t.data_ptr(), t.data_ptr()
-    last = sum((size - 1) * stride for size, stride in zip(t.shape, t.stride()))
-    return t.data_ptr(), t.data_ptr() + (last + 1) * t.element_size()
-
-
-def _overlaps(a: torch.Tensor, b: torch.Tensor) -> bool:
-    a0, a1 = _memory_span(a)
-    b0, b1 = _memory_span(b)
-    return a0 < b1 and b0 < a1
-
-
-def _check_param(name: str, t, C: int, device) -> None:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{name} must be float32, float16 or bfloat16, got {t.dtype}")
-    if t.device != device:
-        raise ValueError(f"{name} is on {t.device} but x is on {device}")
-    if tuple(t.shape) != (C,):
-        raise ValueError(f"{name} must have shape ({C},), got {tuple(t.shape)}")
-
-
 def layer_norm_rows(x, weight, bias, eps=1e-5, *, valid_len=None, period=None, out=None):
     """LayerNorm of each row of x (M, C) with fp32 statistics; padded rows zeroed when valid_len is given.
 
@@ -140,30 +124,25 @@ def layer_norm_rows(x, weight, bias, eps=1e-5, *, valid_len=None, period=None, o
     out: (M, C) of x's dtype with unit column stride, or None; out may be x itself (each row is read completely
     before it is written, by the same program). Returns out.
     """
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    check_tensor("x", x)
     if x.dim() != 2:
         raise ValueError(f"x must be 2-D (M, C), got shape {tuple(x.shape)}; reshape (B, T, C) inputs to (B*T, C)")
-    if x.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"x must be float32, float16 or bfloat16, got {x.dtype}")
+    check_float_dtype("x", x.dtype)
     M, C = x.shape
     if C == 0:
         raise ValueError("x must have at least one column (C >= 1)")
     device = x.device
-    _check_param("weight", weight, C, device)
-    _check_param("bias", bias, C, device)
-    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
-        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+    check_vector("weight", weight, C, device)
+    check_vector("bias", bias, C, device)
+    check_eps("eps", eps)
 
     if (valid_len is None) != (period is None):
         raise ValueError("valid_len and period must be given together")
     if valid_len is not None:
         if not isinstance(valid_len, torch.Tensor):
             valid_len = torch.as_tensor(valid_len, device=device)
-        if valid_len.dtype.is_floating_point or valid_len.dtype.is_complex or valid_len.dtype == torch.bool:
-            raise TypeError(f"valid_len must be an integer tensor, got {valid_len.dtype}")
-        if valid_len.device != device:
-            raise ValueError(f"valid_len is on {valid_len.device} but x is on {device}")
+        check_integer_dtype("valid_len", valid_len)
+        check_device("valid_len", valid_len, device, "x")
         if isinstance(period, bool) or not isinstance(period, numbers.Integral) or period < 1:
             raise ValueError(f"period must be a positive int, got {period!r}")
         period = int(period)
@@ -175,20 +154,13 @@ def layer_norm_rows(x, weight, bias, eps=1e-5, *, valid_len=None, period=None, o
         valid_len = valid_len.to(torch.int32).contiguous()
 
     if out is not None:
-        if not isinstance(out, torch.Tensor):
-            raise TypeError(f"out must be a torch.Tensor, got {type(out).__name__}")
-        if out.device != device:
-            raise ValueError(f"out is on {out.device} but x is on {device}")
-        if out.dtype != x.dtype:
-            raise TypeError(f"out must have x's dtype {x.dtype}, got {out.dtype}")
-        if tuple(out.shape) != (M, C):
-            raise ValueError(f"out must have shape {(M, C)}, got {tuple(out.shape)}")
+        check_out(out, (M, C), x, "x")
         if C > 1 and out.stride(1) != 1:
             raise ValueError("out must have unit stride along its columns")
-        if _overlaps(out, x) and not (out.data_ptr() == x.data_ptr() and out.stride() == x.stride()):
+        if overlaps(out, x) and not (out.data_ptr() == x.data_ptr() and out.stride() == x.stride()):
             raise ValueError("out overlaps x without being x itself (in place is allowed, a shifted view is not)")
         for name, t in (("weight", weight), ("bias", bias), ("valid_len", valid_len)):
-            if t is not None and _overlaps(out, t):
+            if t is not None and overlaps(out, t):
                 raise ValueError(f"out overlaps {name}")
     else:
         out = torch.empty((M, C), device=device, dtype=x.dtype)
@@ -202,7 +174,7 @@ def layer_norm_rows(x, weight, bias, eps=1e-5, *, valid_len=None, period=None, o
     single_block = C <= _MAX_SINGLE_BLOCK_C
     BLOCK_C = triton.next_power_of_2(C) if single_block else 1024
     BLOCK_M = max(1, min(triton.next_power_of_2(M), 4096 // BLOCK_C if single_block else 4))
-    if os.environ.get("TRITON_INTERPRET") == "1":
+    if interpreted():
         BLOCK_M = max(BLOCK_M, min(triton.next_power_of_2(M), 64))  # fewer, larger programs for the interpreter
     grid = (triton.cdiv(M, BLOCK_M),)
     _layer_norm_rows_kernel[grid](

@@ -54,20 +54,14 @@ Design, and why:
 
 from __future__ import annotations
 
-import math
-import os
-
 import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+from ._checks import check_eps, check_float, check_out, check_shape, check_tensor, check_vector, interpreted, overlaps
+
 _ACTIVATIONS = {None: 0, "relu": 1, "gelu": 2}
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
 
 
 # ------------------------------------------------------------------------------------------------------ reference
@@ -196,41 +190,13 @@ def _fused_linear_kernel(
 
 
 # -------------------------------------------------------------------------------------------------------- wrapper
-def _check_float(name: str, t, device) -> None:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{name} must be float32, float16 or bfloat16, got {t.dtype}")
-    if t.device != device:
-        raise ValueError(f"{name} is on {t.device} but x is on {device}")
-
-
-def _check_shape(name: str, t: torch.Tensor, shape: tuple) -> None:
-    if tuple(t.shape) != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
-
-
-def _memory_span(t: torch.Tensor) -> tuple[int, int]:
-    """[first byte, one past the last byte] that ``t`` can touch."""
-    if t.numel() == 0:
-        return t.data_ptr(), t.data_ptr()
-    last = sum((size - 1) * stride for size, stride in zip(t.shape, t.stride()))
-    return t.data_ptr(), t.data_ptr() + (last + 1) * t.element_size()
-
-
-def _overlaps(a: torch.Tensor, b: torch.Tensor) -> bool:
-    a0, a1 = _memory_span(a)
-    b0, b1 = _memory_span(b)
-    return a0 < b1 and b0 < a1
-
-
 def _block_sizes(M: int, N: int, K: int, dtype: torch.dtype) -> tuple[int, int, int, int, int]:
     """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages); powers of two >= 16 (tl.dot's minimum on the GPU).
 
     On the GPU the blocks depend on the shape only through N <= 64 (a narrow output such as N=40 would waste most
     of a 128-wide tile), so that few kernel variants get compiled.
     """
-    if _interpreting():
+    if interpreted():
         def fit(n: int, cap: int) -> int:
             return max(16, min(cap, triton.next_power_of_2(n)))
 
@@ -244,7 +210,7 @@ def _block_sizes(M: int, N: int, K: int, dtype: torch.dtype) -> tuple[int, int, 
 
 def _stats_block_k(block_k: int, dtype: torch.dtype) -> int:
     """Columns per step of the LN statistics pass: 128 for fp16/bf16 on the GPU (2% faster than 64), else BLOCK_K."""
-    return block_k if _interpreting() or dtype == torch.float32 else max(block_k, 128)
+    return block_k if interpreted() or dtype == torch.float32 else max(block_k, 128)
 
 
 def fused_linear(x, weight, bias=None, *, ln_weight=None, ln_bias=None, ln_eps=1e-5, activation=None, residual=None,
@@ -257,14 +223,13 @@ def fused_linear(x, weight, bias=None, *, ln_weight=None, ln_bias=None, ln_eps=1
     row_add[r % P]; row_add_period, if given, must equal P. out: (M, N) of x's dtype, contiguous, or None; it may be
     ``residual`` itself but must not overlap any other input. Returns out (a new tensor when out is None).
     """
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    check_tensor("x", x)
     if x.dim() != 2:
         raise ValueError(f"x must be 2-D (M, K), got shape {tuple(x.shape)}; reshape (B, T, C) inputs to (B*T, C)")
     device = x.device
-    _check_float("x", x, device)
+    check_float("x", x)
     M, K = x.shape
-    _check_float("weight", weight, device)
+    check_float("weight", weight, device)
     if weight.dim() != 2 or weight.shape[1] != K:
         raise ValueError(f"weight must have shape (N, {K}) (nn.Linear layout), got {tuple(weight.shape)}")
     N = weight.shape[0]
@@ -273,22 +238,18 @@ def fused_linear(x, weight, bias=None, *, ln_weight=None, ln_bias=None, ln_eps=1
     if activation not in _ACTIVATIONS:
         raise ValueError(f"activation must be None, 'relu' or 'gelu', got {activation!r}")
     if bias is not None:
-        _check_float("bias", bias, device)
-        _check_shape("bias", bias, (N,))
+        check_vector("bias", bias, N, device)
     if (ln_weight is None) != (ln_bias is None):
         raise ValueError("ln_weight and ln_bias must be given together (LayerNorm's affine parameters) or not at all")
     if ln_weight is not None:
-        _check_float("ln_weight", ln_weight, device)
-        _check_float("ln_bias", ln_bias, device)
-        _check_shape("ln_weight", ln_weight, (K,))
-        _check_shape("ln_bias", ln_bias, (K,))
-        if not (isinstance(ln_eps, (int, float)) and math.isfinite(ln_eps) and ln_eps >= 0):
-            raise ValueError(f"ln_eps must be a finite number >= 0, got {ln_eps!r}")
+        check_vector("ln_weight", ln_weight, K, device)
+        check_vector("ln_bias", ln_bias, K, device)
+        check_eps("ln_eps", ln_eps)
     if residual is not None:
-        _check_float("residual", residual, device)
-        _check_shape("residual", residual, (M, N))
+        check_float("residual", residual, device)
+        check_shape("residual", residual, (M, N))
     if row_add is not None:
-        _check_float("row_add", row_add, device)
+        check_float("row_add", row_add, device)
         if row_add.dim() != 2 or row_add.shape[1] != N or row_add.shape[0] < 1:
             raise ValueError(f"row_add must have shape (P, {N}) with P >= 1, got {tuple(row_add.shape)}")
         if row_add_period is not None and row_add_period != row_add.shape[0]:
@@ -297,13 +258,7 @@ def fused_linear(x, weight, bias=None, *, ln_weight=None, ln_bias=None, ln_eps=1
         raise ValueError("row_add_period is given but row_add is None")
 
     if out is not None:
-        if not isinstance(out, torch.Tensor):
-            raise TypeError(f"out must be a torch.Tensor, got {type(out).__name__}")
-        if out.device != device:
-            raise ValueError(f"out is on {out.device} but x is on {device}")
-        if out.dtype != x.dtype:
-            raise TypeError(f"out must have x's dtype {x.dtype}, got {out.dtype}")
-        _check_shape("out", out, (M, N))
+        check_out(out, (M, N), x, "x")
         if not out.is_contiguous():
             raise ValueError("out must be contiguous")
         same_as_residual = (residual is not None and out.data_ptr() == residual.data_ptr()
@@ -312,7 +267,7 @@ def fused_linear(x, weight, bias=None, *, ln_weight=None, ln_bias=None, ln_eps=1
                         ("ln_bias", ln_bias), ("residual", residual), ("row_add", row_add)):
             if t is None or (name == "residual" and same_as_residual):
                 continue
-            if _overlaps(out, t):
+            if overlaps(out, t):
                 raise ValueError(f"out overlaps {name}; only out=residual (the very same tensor) may alias")
     else:
         out = torch.empty((M, N), device=device, dtype=x.dtype)

@@ -59,21 +59,16 @@ on CUDA cores (IEEE, no tensor cores) at ~21 TFLOP/s (4 ms for the same batch).
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from ._checks import check_device, check_float, check_float_dtype, check_shape, check_tensor, interpreted
+
 __all__ = ["mask_head", "mask_head_reference"]
 
-_COMPUTE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _COLUMN_DTYPES = (torch.int32, torch.int64)
-
-
-def _interpreted() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
 
 
 # ------------------------------------------------------------------------------------------------------- reference
@@ -97,6 +92,20 @@ def mask_head_reference(e, w1, b1, w2, b2, w3, b3, columns=None):
 
 # --------------------------------------------------------------------------------------------------------- kernels
 @triton.jit
+def _video_tile(num_rows, num_cols, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr):
+    """(video as int64, first row, first column) of this program's output tile.
+
+    One flat grid axis (2^31 programs; a batch axis of its own would cap B at 65535 on CUDA), video-major; within a
+    video, neighbouring programs take the same rows and different column blocks, so the rows stay hot in L2.
+    """
+    col_blocks = tl.cdiv(num_cols, BLOCK_COLS)
+    tiles_per_video = tl.cdiv(num_rows, BLOCK_ROWS) * col_blocks
+    batch = (tl.program_id(0) // tiles_per_video).to(tl.int64)
+    tile = tl.program_id(0) % tiles_per_video
+    return batch, (tile // col_blocks) * BLOCK_ROWS, (tile % col_blocks) * BLOCK_COLS
+
+
+@triton.jit
 def _conv3_bias_relu_kernel(
     x_ptr, w_ptr, bias_ptr, y_ptr,
     T, C_IN, C_OUT,
@@ -110,15 +119,7 @@ def _conv3_bias_relu_kernel(
     x (B, T, C_IN) and y (B, T, C_OUT) have a channel stride of 1; w is tap-major (3, C_OUT, C_IN), channel stride 1.
     Grid: (B * ceil(T / BLOCK_T) * ceil(C_OUT / BLOCK_N),).
     """
-    # One flat grid axis (2^31 programs; a batch axis of its own would cap B at 65535 on CUDA), video-major; within a
-    # video, neighbouring programs take the same rows and different output channels, so the rows stay hot in L2.
-    n_blocks = tl.cdiv(C_OUT, BLOCK_N)
-    tiles_per_video = tl.cdiv(T, BLOCK_T) * n_blocks
-    batch = (tl.program_id(0) // tiles_per_video).to(tl.int64)
-    tile = tl.program_id(0) % tiles_per_video
-    t_start = (tile // n_blocks) * BLOCK_T
-    n_start = (tile % n_blocks) * BLOCK_N
-
+    batch, t_start, n_start = _video_tile(T, C_OUT, BLOCK_T, BLOCK_N)
     rows = t_start + tl.arange(0, BLOCK_T)
     out_channels = n_start + tl.arange(0, BLOCK_N)
     out_channel_ok = out_channels < C_OUT
@@ -163,13 +164,7 @@ def _mask_projection_kernel(
     h (B, T, C_M) and w (T, C_M) have a channel stride of 1. Gathered columns with s_j outside [0, T) are written as 0
     (and never read). Grid: (B * ceil(T / BLOCK_I) * ceil(N_COLS / BLOCK_J),).
     """
-    j_blocks = tl.cdiv(N_COLS, BLOCK_J)
-    tiles_per_video = tl.cdiv(T, BLOCK_I) * j_blocks
-    batch = (tl.program_id(0) // tiles_per_video).to(tl.int64)
-    tile = tl.program_id(0) % tiles_per_video
-    i_start = (tile // j_blocks) * BLOCK_I
-    j_start = (tile % j_blocks) * BLOCK_J
-
+    batch, i_start, j_start = _video_tile(T, N_COLS, BLOCK_I, BLOCK_J)
     out_channels = i_start + tl.arange(0, BLOCK_I)
     out_channel_ok = out_channels < T
     cols = j_start + tl.arange(0, BLOCK_J)
@@ -208,53 +203,35 @@ def _pow2_block(size: int, cap: int) -> int:
     return max(16, min(cap, triton.next_power_of_2(max(1, size))))
 
 
-def _conv_config(length: int, c_in: int, c_out: int, dtype: torch.dtype) -> dict:
-    if _interpreted():
-        return dict(BLOCK_T=_pow2_block(length, 128), BLOCK_N=_pow2_block(c_out, 128), BLOCK_K=_pow2_block(c_in, 128))
-    # H100, triton 3.6, paper dims (B=256, T=256, C=512, Cm=256): in bf16 128x128x64 tiles with 8 warps gave conv1
-    # 461 TFLOP/s and conv2 397 (64-row or 64-channel tiles and 4 warps: 290-440); fp32 (IEEE, no tensor cores)
-    # peaks near 23 TFLOP/s with 128x64x32 tiles and 4 warps.
-    if dtype == torch.float32:
-        return dict(BLOCK_T=_pow2_block(length, 128), BLOCK_N=_pow2_block(c_out, 64), BLOCK_K=_pow2_block(c_in, 32),
-                    num_warps=4, num_stages=3)
-    return dict(BLOCK_T=_pow2_block(length, 128), BLOCK_N=_pow2_block(c_out, 128), BLOCK_K=_pow2_block(c_in, 64),
-                num_warps=8, num_stages=3)
+def _tile_config(rows: int, cols: int, reduction: int, dtype: torch.dtype, names: tuple[str, str, str],
+                 few_cols: bool = False) -> dict:
+    """Launch config of a GEMM-like kernel: its three block sizes (output rows, output columns, reduction) under
+    ``names``, plus num_warps/num_stages on the GPU. ``few_cols``: a narrow 16-bit output (<= 64 columns) takes
+    64-row tiles, i.e. more programs.
 
-
-def _projection_config(length: int, c_m: int, n_cols: int, dtype: torch.dtype) -> dict:
-    if _interpreted():
-        return dict(BLOCK_I=_pow2_block(length, 128), BLOCK_J=_pow2_block(n_cols, 128), BLOCK_K=_pow2_block(c_m, 128))
-    # Same measurements: full masks 128x128x64 / 8 warps (192 TFLOP/s, 750 GB/s of fp16 masks: K = Cm is short, so
-    # the epilogue weighs); a few gathered columns (M <= 64) prefer 64x64 tiles, i.e. more programs.
-    # fp32 (no tensor cores) is best at 128x64x32 / 4 warps either way.
-    if dtype == torch.float32:
-        return dict(BLOCK_I=_pow2_block(length, 128), BLOCK_J=_pow2_block(n_cols, 64), BLOCK_K=_pow2_block(c_m, 32),
-                    num_warps=4, num_stages=3)
-    block_i = 64 if n_cols <= 64 else 128
-    return dict(BLOCK_I=_pow2_block(length, block_i), BLOCK_J=_pow2_block(n_cols, 128), BLOCK_K=_pow2_block(c_m, 64),
-                num_warps=8 if block_i == 128 else 4, num_stages=3)
+    H100, triton 3.6, paper dims (B=256, T=256, C=512, Cm=256): in bf16 128x128x64 tiles with 8 warps gave conv1
+    461 TFLOP/s and conv2 397 (64-row or 64-channel tiles and 4 warps: 290-440), and the projection's full masks 192
+    TFLOP/s (750 GB/s of fp16 masks: K = Cm is short, so the epilogue weighs); a few gathered columns (M <= 64) prefer
+    64x64 tiles. fp32 (IEEE, no tensor cores) is best at 128x64x32 tiles and 4 warps (~23 TFLOP/s) in both kernels.
+    """
+    if interpreted():
+        caps, launch = (128, 128, 128), {}
+    elif dtype == torch.float32:
+        caps, launch = (128, 64, 32), dict(num_warps=4, num_stages=3)
+    elif few_cols:
+        caps, launch = (64, 128, 64), dict(num_warps=4, num_stages=3)
+    else:
+        caps, launch = (128, 128, 64), dict(num_warps=8, num_stages=3)
+    blocks = {name: _pow2_block(size, cap) for name, size, cap in zip(names, (rows, cols, reduction), caps)}
+    return {**blocks, **launch}
 
 
 # -------------------------------------------------------------------------------------------------------- wrapper
-def _check_float(name: str, tensor, device) -> None:
-    if not isinstance(tensor, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
-    if tensor.dtype not in _COMPUTE_DTYPES:
-        raise TypeError(f"{name} must be float32, float16 or bfloat16, got {tensor.dtype}")
-    if tensor.device != device:
-        raise ValueError(f"{name} is on {tensor.device} but e is on {device}")
-
-
-def _check_shape(name: str, tensor: torch.Tensor, expected: tuple) -> None:
-    if tuple(tensor.shape) != tuple(expected):
-        raise ValueError(f"{name} must have shape {tuple(expected)}, got {tuple(tensor.shape)}")
-
-
 def _conv3_bias_relu(x: torch.Tensor, w_taps: torch.Tensor, bias: torch.Tensor, precision: str) -> torch.Tensor:
     batch, length, c_in = x.shape
     c_out = w_taps.shape[1]
     y = torch.empty((batch, length, c_out), dtype=x.dtype, device=x.device)
-    config = _conv_config(length, c_in, c_out, x.dtype)
+    config = _tile_config(length, c_out, c_in, x.dtype, ("BLOCK_T", "BLOCK_N", "BLOCK_K"))
     grid = (batch * triton.cdiv(length, config["BLOCK_T"]) * triton.cdiv(c_out, config["BLOCK_N"]),)
     _conv3_bias_relu_kernel[grid](
         x, w_taps, bias, y,
@@ -287,41 +264,38 @@ def mask_head(e, w1, b1, w2, b2, w3, b3, *, columns=None, out_dtype=None, out=No
     Returns:
         masks (B, T, T) with ``masks[b, i, t]`` = channel i of the mask predicted from snippet t, or (B, T, M).
     """
-    if not isinstance(e, torch.Tensor):
-        raise TypeError(f"e must be a torch.Tensor, got {type(e).__name__}")
+    check_tensor("e", e)
     if e.dim() != 3:
         raise ValueError(f"e must be 3-D (B, T, C) channels-last, got shape {tuple(e.shape)}")
     device = e.device
-    _check_float("e", e, device)
+    check_float("e", e)
     batch, length, c_in = e.shape
     if length < 1 or c_in < 1:
         raise ValueError(f"e must have T >= 1 and C >= 1, got shape {tuple(e.shape)}")
-    if device.type == "cpu" and not _interpreted():
+    if device.type == "cpu" and not interpreted():
         raise ValueError("e is a CPU tensor: the Triton kernels run on CPU only under the interpreter "
                          "(set TRITON_INTERPRET=1 before triton is imported)")
     for name, tensor in (("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2), ("w3", w3), ("b3", b3)):
-        _check_float(name, tensor, device)
+        check_float(name, tensor, device, "e")
     if w1.dim() != 3 or w1.shape[1:] != (c_in, 3):
         raise ValueError(f"w1 must have shape (Cm, {c_in}, 3) (Conv1d weight, C = e.shape[2]), got {tuple(w1.shape)}")
     c_m = w1.shape[0]
-    _check_shape("b1", b1, (c_m,))
-    _check_shape("w2", w2, (c_m, c_m, 3))
-    _check_shape("b2", b2, (c_m,))
+    check_shape("b1", b1, (c_m,))
+    check_shape("w2", w2, (c_m, c_m, 3))
+    check_shape("b2", b2, (c_m,))
     if tuple(w3.shape) not in ((length, c_m, 1), (length, c_m)):
         raise ValueError(f"w3 must have shape ({length}, {c_m}, 1) or ({length}, {c_m}) (T = e.shape[1] output "
                          f"channels), got {tuple(w3.shape)}")
-    _check_shape("b3", b3, (length,))
+    check_shape("b3", b3, (length,))
 
     n_cols = length
     if columns is not None:
-        if not isinstance(columns, torch.Tensor):
-            raise TypeError(f"columns must be a torch.Tensor, got {type(columns).__name__}")
+        check_tensor("columns", columns)
         if columns.dtype not in _COLUMN_DTYPES:
             raise TypeError(f"columns must be int32 or int64, got {columns.dtype}")
         if columns.dim() != 2 or columns.shape[0] != batch:
             raise ValueError(f"columns must have shape ({batch}, M), got {tuple(columns.shape)}")
-        if columns.device != device:
-            raise ValueError(f"columns is on {columns.device} but e is on {device}")
+        check_device("columns", columns, device, "e")
         if device.type == "cpu" and columns.numel() and int(columns.max()) >= length:
             raise ValueError(f"columns has an index {int(columns.max())} >= T = {length}")
         columns = columns.contiguous()
@@ -331,19 +305,16 @@ def mask_head(e, w1, b1, w2, b2, w3, b3, *, columns=None, out_dtype=None, out=No
         out_dtype = out.dtype if isinstance(out, torch.Tensor) else None
     if out_dtype is None:
         out_dtype = torch.float32 if e.dtype == torch.float32 else torch.float16
-    if out_dtype not in _COMPUTE_DTYPES:
-        raise TypeError(f"out_dtype must be float32, float16 or bfloat16, got {out_dtype}")
+    check_float_dtype("out_dtype", out_dtype)
     out_shape = (batch, length, n_cols)
     if out is None:
         out = torch.empty(out_shape, dtype=out_dtype, device=device)
     else:
-        if not isinstance(out, torch.Tensor):
-            raise TypeError(f"out must be a torch.Tensor, got {type(out).__name__}")
-        _check_shape("out", out, out_shape)
+        check_tensor("out", out)
+        check_shape("out", out, out_shape)
         if out.dtype != out_dtype:
             raise TypeError(f"out has dtype {out.dtype} but out_dtype is {out_dtype}")
-        if out.device != device:
-            raise ValueError(f"out is on {out.device} but e is on {device}")
+        check_device("out", out, device, "e")
     if out.numel() == 0:
         return out
 
@@ -360,7 +331,7 @@ def mask_head(e, w1, b1, w2, b2, w3, b3, *, columns=None, out_dtype=None, out=No
     h1 = _conv3_bias_relu(e, w1_taps, b1, precision)
     h2 = _conv3_bias_relu(h1, w2_taps, b2, precision)
 
-    config = _projection_config(length, c_m, n_cols, h2.dtype)
+    config = _tile_config(length, n_cols, c_m, h2.dtype, ("BLOCK_I", "BLOCK_J", "BLOCK_K"), few_cols=n_cols <= 64)
     grid = (batch * triton.cdiv(length, config["BLOCK_I"]) * triton.cdiv(n_cols, config["BLOCK_J"]),)
     gather = columns is not None
     _mask_projection_kernel[grid](

@@ -1,5 +1,4 @@
 import os
-from pathlib import Path
 
 import pytest  # does not import triton
 
@@ -17,10 +16,7 @@ def _cuda_usable() -> bool:
 if not _cuda_usable():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-THUMOS_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "synthetic_thumos.yaml"
-
-# The shipped thumos config shrunk so that a test can train it in seconds.
-TINY = ["model.preset=tiny", "model.mask_dim=32", "model.num_layers=1", "train.batch_size=8"]
+from training_setup import THUMOS_CONFIG, TINY  # noqa: E402  (after TRITON_INTERPRET is set)
 
 
 @pytest.fixture(scope="session")

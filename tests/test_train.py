@@ -2,8 +2,8 @@ import json
 
 import pytest
 import torch
-from conftest import THUMOS_CONFIG, TINY
 from safetensors.torch import load_file
+from training_setup import THUMOS_CONFIG, TINY
 
 from gsmt_fast.train import load_config, train
 

@@ -25,69 +25,19 @@ Output: a markdown table on stdout and ``DIR/bench_attention.json``.
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import functools
-import importlib.util
-import json
-import os
-import platform
-import subprocess
 import sys
-import time
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-H100_BF16_PEAK_TFLOPS = 790.0
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
-                        help="cuda: paper dims with do_bench; cpu: Triton interpreter on tiny shapes (smoke test)")
-    parser.add_argument("--out", type=Path, default=Path("."), help="folder for bench_attention.json")
-    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
-    parser.add_argument("--warmup", type=int, default=25, help="do_bench warm-up in ms (GPU)")
-    parser.add_argument("--rep", type=int, default=100, help="do_bench measuring time in ms (GPU)")
-    return parser.parse_args(argv)
-
-
-def load_attention_module():
-    """``gsmt_fast.kernels.attention`` when the package is installed, else the file itself (a bare checkout)."""
-    try:
-        from gsmt_fast.kernels import attention
-        return attention
-    except ImportError:
-        spec = importlib.util.spec_from_file_location("gsmt_attention_kernel", REPO_ROOT / "kernels" / "attention.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # torch.compile re-imports the reference's module by name
-        spec.loader.exec_module(module)
-        return module
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+import _bench_common as common
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    if args.device == "cpu":
-        # Must be set before triton (or torch, which may import it lazily) is imported.
-        os.environ["TRITON_INTERPRET"] = "1"
-
+    args = common.parse_args(__doc__, "bench_attention.json", argv)
     import torch
-    import triton
 
-    attention = load_attention_module()
-    use_cuda = args.device == "cuda"
-    if use_cuda and not torch.cuda.is_available():
-        print("bench_attention: --device cuda but no CUDA device is available", file=sys.stderr)
-        return 2
-    device = torch.device(args.device)
+    attention = common.load_kernel("attention")
+    device = common.torch_device("bench_attention", args)
+    use_cuda = device.type == "cuda"
 
     if use_cuda:
         hidden_dim, num_heads = 512, 4
@@ -101,25 +51,17 @@ def main(argv=None) -> int:
         torch_dtype = torch.float32
     head_dim = hidden_dim // num_heads
 
-    def time_ms(fn) -> float:
-        if use_cuda:
-            return float(triton.testing.do_bench(fn, warmup=args.warmup, rep=args.rep, return_mode="median"))
-        fn()
-        start = time.perf_counter()
-        fn()
-        return (time.perf_counter() - start) * 1e3
-
     rows = []
 
     def record(name: str, dtype: torch.dtype, batch: int, seq_len: int, padded: bool, fn) -> None:
-        ms = time_ms(fn)
+        ms = common.time_ms(fn, args)
         flops = 4 * batch * num_heads * seq_len * seq_len * head_dim
-        nbytes = 4 * batch * seq_len * hidden_dim * torch.tensor([], dtype=dtype).element_size()
-        tflops = flops / (ms * 1e-3) / 1e12
+        nbytes = 4 * batch * seq_len * hidden_dim * common.element_size(dtype)
+        tflops, gbps, peak_fraction = common.rates(flops, nbytes, ms)
         rows.append({
-            "impl": name, "dtype": str(dtype).replace("torch.", ""), "B": batch, "T": seq_len, "C": hidden_dim,
+            "impl": name, "dtype": common.dtype_name(dtype), "B": batch, "T": seq_len, "C": hidden_dim,
             "heads": num_heads, "D": head_dim, "padded": padded, "ms": ms, "tflops": tflops,
-            "gbps": nbytes / (ms * 1e-3) / 1e9, "peak_fraction": tflops / H100_BF16_PEAK_TFLOPS,
+            "gbps": gbps, "peak_fraction": peak_fraction,
         })
         print(f"  {name:>18} {rows[-1]['dtype']:>8} B={batch} T={seq_len} padded={padded}: {ms:.3f} ms", flush=True)
 
@@ -152,31 +94,19 @@ def main(argv=None) -> int:
 
     peak_note = "fraction of 790 TFLOP/s (H100 bf16)" if use_cuda else "fraction of 790 TFLOP/s (meaningless on CPU)"
     print()
-    print(f"| impl | dtype | B | T | C | heads | padded | ms | TFLOP/s | GB/s | {peak_note} |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['impl']} | {r['dtype']} | {r['B']} | {r['T']} | {r['C']} | {r['heads']} | "
-              f"{'yes' if r['padded'] else 'no'} | {r['ms']:.3f} | {r['tflops']:.2f} | {r['gbps']:.1f} | "
-              f"{r['peak_fraction']:.3f} |")
-
-    report = {
+    print(common.markdown_table(
+        ["impl", "dtype", "B", "T", "C", "heads", "padded", "ms", "TFLOP/s", "GB/s", peak_note],
+        [[r["impl"], r["dtype"], r["B"], r["T"], r["C"], r["heads"], "yes" if r["padded"] else "no", f"{r['ms']:.3f}",
+          f"{r['tflops']:.2f}", f"{r['gbps']:.1f}", f"{r['peak_fraction']:.3f}"] for r in rows]))
+    print()
+    common.write_report(args, "bench_attention.json", {
         "benchmark": "flash_attention",
         "flops_formula": "4 * B * heads * T * T * D",
         "bytes_formula": "4 * B * T * C * element_size",
-        "peak_tflops": H100_BF16_PEAK_TFLOPS,
-        "environment": {
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "device": args.device,
-            "device_name": torch.cuda.get_device_name(device) if use_cuda else platform.processor() or "cpu",
-            "torch": torch.__version__, "triton": triton.__version__, "python": platform.python_version(),
-            "triton_interpret": os.environ.get("TRITON_INTERPRET") == "1", "commit": git_commit(),
-        },
+        "peak_tflops": common.H100_BF16_PEAK_TFLOPS,
+        "environment": common.environment(device),
         "rows": rows,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "bench_attention.json"
-    path.write_text(json.dumps(report, indent=2))
-    print(f"\nwrote {path}")
+    })
     return 0
 
 

@@ -26,68 +26,19 @@ Output: a markdown table on stdout and ``DIR/bench_class_head.json``.
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import importlib.util
-import json
-import os
-import platform
-import subprocess
 import sys
-import time
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-H100_BF16_PEAK_TFLOPS = 790.0
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
-                        help="cuda: paper dims with do_bench; cpu: Triton interpreter on tiny shapes (smoke test)")
-    parser.add_argument("--out", type=Path, default=Path("."), help="folder for bench_class_head.json")
-    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile row")
-    parser.add_argument("--warmup", type=int, default=25, help="do_bench warm-up in ms (GPU)")
-    parser.add_argument("--rep", type=int, default=100, help="do_bench measuring time in ms (GPU)")
-    return parser.parse_args(argv)
-
-
-def load_class_head_module():
-    """``gsmt_fast.kernels.class_head`` when the package is installed, else the file itself (a bare checkout)."""
-    try:
-        from gsmt_fast.kernels import class_head
-        return class_head
-    except ImportError:
-        spec = importlib.util.spec_from_file_location("gsmt_class_head_kernel", REPO_ROOT / "kernels" / "class_head.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+import _bench_common as common
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    if args.device == "cpu":
-        # Must be set before triton (or torch, which may import it lazily) is imported.
-        os.environ["TRITON_INTERPRET"] = "1"
-
+    args = common.parse_args(__doc__, "bench_class_head.json", argv)
     import torch
     import torch.nn.functional as F
-    import triton
 
-    class_head = load_class_head_module()
-    use_cuda = args.device == "cuda"
-    if use_cuda and not torch.cuda.is_available():
-        print("bench_class_head: --device cuda but no CUDA device is available", file=sys.stderr)
-        return 2
-    device = torch.device(args.device)
+    class_head = common.load_kernel("class_head")
+    device = common.torch_device("bench_class_head", args)
+    use_cuda = device.type == "cuda"
 
     top_snippets = 50
     if use_cuda:
@@ -101,14 +52,6 @@ def main(argv=None) -> int:
         kernel_dtypes = [torch.float32, torch.float16]  # bf16 tl.dot is broken under the interpreter
         torch_dtype = torch.float32
 
-    def time_ms(fn) -> float:
-        if use_cuda:
-            return float(triton.testing.do_bench(fn, warmup=args.warmup, rep=args.rep, return_mode="median"))
-        fn()
-        start = time.perf_counter()
-        fn()
-        return (time.perf_counter() - start) * 1e3
-
     def class_head_torch(e, weight, bias, valid_len):
         """Eager PyTorch doing the kernels' work (see the module docstring for how its ties differ)."""
         logits = F.conv1d(e.transpose(1, 2), weight[:, :, None], bias)  # GSMT.cls_head on the (B, C, T) view
@@ -121,17 +64,17 @@ def main(argv=None) -> int:
     rows = []
 
     def record(name: str, dtype: torch.dtype, num_foreground: int, fn) -> None:
-        ms = time_ms(fn)
+        ms = common.time_ms(fn, args)
         num_classes = num_foreground + 1
-        element_size = torch.tensor([], dtype=dtype).element_size()
+        es = common.element_size(dtype)
         flops = 2 * batch * length * channels * num_classes
-        nbytes = (batch * length * channels * element_size + num_classes * channels * element_size
+        nbytes = (batch * length * channels * es + num_classes * channels * es
                   + 4 * batch * num_classes * length + 3 * 4 * batch * length + 4 * batch * top_snippets)
-        tflops = flops / (ms * 1e-3) / 1e12
+        tflops, gbps, peak_fraction = common.rates(flops, nbytes, ms)
         rows.append({
-            "impl": name, "dtype": str(dtype).replace("torch.", ""), "B": batch, "T": length, "C": channels,
-            "K": num_foreground, "M1": top_snippets, "ms": ms, "tflops": tflops, "gbps": nbytes / (ms * 1e-3) / 1e9,
-            "peak_fraction": tflops / H100_BF16_PEAK_TFLOPS,
+            "impl": name, "dtype": common.dtype_name(dtype), "B": batch, "T": length, "C": channels,
+            "K": num_foreground, "M1": top_snippets, "ms": ms, "tflops": tflops, "gbps": gbps,
+            "peak_fraction": peak_fraction,
         })
         print(f"  {name:>14} {rows[-1]['dtype']:>8} K={num_foreground}: {ms:.4f} ms", flush=True)
 
@@ -169,32 +112,21 @@ def main(argv=None) -> int:
             record("torch.compile", torch_dtype, num_foreground,
                    lambda e=e, weight=weight, bias=bias, fn=compiled: fn(e, weight, bias, valid_len))
 
-    header = "| impl | dtype | K | ms | TFLOP/s | GB/s | % of 790 TFLOP/s |"
-    lines = [f"class head: B={batch}, T={length}, C={channels}, M1={top_snippets} on {args.device}", "",
-             header, "|---|---|---|---|---|---|---|"]
-    for row in rows:
-        lines.append(f"| {row['impl']} | {row['dtype']} | {row['K']} | {row['ms']:.4f} | {row['tflops']:.2f} | "
-                     f"{row['gbps']:.0f} | {100 * row['peak_fraction']:.2f} |")
-    print("\n".join(lines))
-
-    environment = {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "device": args.device,
-        "device_name": torch.cuda.get_device_name(device) if use_cuda else platform.processor() or platform.machine(),
-        "torch": torch.__version__, "triton": triton.__version__, "python": platform.python_version(),
-        "commit": git_commit(), "interpreter": os.environ.get("TRITON_INTERPRET") == "1",
-    }
-    result = {
+    print(f"class head: B={batch}, T={length}, C={channels}, M1={top_snippets} on {args.device}")
+    print()
+    print(common.markdown_table(
+        ["impl", "dtype", "K", "ms", "TFLOP/s", "GB/s", "% of 790 TFLOP/s"],
+        [[row["impl"], row["dtype"], row["K"], f"{row['ms']:.4f}", f"{row['tflops']:.2f}", f"{row['gbps']:.0f}",
+          f"{100 * row['peak_fraction']:.2f}"] for row in rows]))
+    common.write_report(args, "bench_class_head.json", {
         "op": "class_head",
         "flops_formula": "2 * B * T * C * (K+1)",
         "bytes_formula": "B*T*C*s + (K+1)*C*s + 4*B*(K+1)*T + 12*B*T + 4*B*M1 (s = element size of e)",
-        "peak_tflops": H100_BF16_PEAK_TFLOPS,
-        "timing": f"do_bench warmup={args.warmup} rep={args.rep} median" if use_cuda else "1 call after 1 warm-up",
-        "environment": environment,
+        "peak_tflops": common.H100_BF16_PEAK_TFLOPS,
+        "timing": common.timing_note(args),
+        "environment": common.environment(device),
         "rows": rows,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_class_head.json").write_text(json.dumps(result, indent=2) + "\n")
+    })
     return 0
 
 

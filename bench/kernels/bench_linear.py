@@ -20,40 +20,24 @@ against the fp32 reference on the same inputs. Times are do_bench medians (warmu
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
-import time
-from pathlib import Path
 
-H100_BF16_PEAK_TFLOPS = 790.0
+import _bench_common as common
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
-    p.add_argument("--out", type=Path, default=Path("bench/results/kernels"), help="folder for bench_linear.json")
-    p.add_argument("--batch", type=int, default=None, help="videos per batch (default 256 on cuda, 2 on cpu)")
-    p.add_argument("--no-compile", action="store_true", help="skip torch.compile (always skipped on cpu)")
-    return p.parse_args(argv)
+def _add_arguments(parser) -> None:
+    parser.add_argument("--batch", type=int, default=None, help="videos per batch (default 256 on cuda, 2 on cpu)")
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    if args.device == "cpu":
-        # Must precede the first import of triton (torch may import it lazily).
-        os.environ["TRITON_INTERPRET"] = "1"
+    args = common.parse_args(__doc__, "bench_linear.json", argv, default_out="bench/results/kernels",
+                      add_arguments=_add_arguments)
     import torch
-    import triton
-    import triton.testing
-    from gsmt_fast.kernels.linear import fused_linear, fused_linear_reference
 
-    cuda = args.device == "cuda"
-    if cuda and not torch.cuda.is_available():
-        print("bench_linear: --device cuda but no CUDA GPU is available", file=sys.stderr)
-        return 2
-    device = torch.device(args.device)
+    linear = common.load_kernel("linear")
+    fused_linear, fused_linear_reference = linear.fused_linear, linear.fused_linear_reference
+    device = common.torch_device("bench_linear", args)
+    cuda = device.type == "cuda"
     if cuda:
         B, T, C, d_in = args.batch or 256, 256, 512, 2048
         # bf16 tl.dot is broken under the interpreter: the CPU smoke test runs fp16 in its place.
@@ -73,18 +57,6 @@ def main(argv=None) -> int:
         ("mlp_ln_relu", C, C, dict(ln_weight=1 + randn(C, scale=0.2), ln_bias=randn(C, scale=0.2),
                                    activation="relu", residual="x")),
     ]
-
-    def timed(fn) -> float:
-        if cuda:
-            return float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
-        fn()  # first call compiles/warms; then one timed repetition
-        t0 = time.perf_counter()
-        fn()
-        return (time.perf_counter() - t0) * 1e3
-
-    def rel_rms(a, b) -> float:
-        a, b = a.double(), b.double()
-        return float((a - b).norm() / b.norm())
 
     rows = []
     for name, K, N, extra in configs:
@@ -116,51 +88,46 @@ def main(argv=None) -> int:
                     return compiled(x, w, b)
             try:
                 with torch.no_grad():
-                    err = rel_rms(fn(), ref32)
-                    ms = timed(fn)
+                    err = common.rel_rms(fn(), ref32)
+                    ms = common.time_ms(fn, args)
             except Exception as exc:  # noqa: BLE001 - one failing implementation must not hide the others
                 print(f"bench_linear: {name} {impl} {dtype} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-                rows.append(dict(config=name, M=M, K=K, N=N, impl=impl, dtype=str(dtype).replace("torch.", ""),
+                rows.append(dict(config=name, M=M, K=K, N=N, impl=impl, dtype=common.dtype_name(dtype),
                                  error=f"{type(exc).__name__}: {exc}"[:500]))
                 continue
-            es = torch.tensor([], dtype=dtype).element_size()
+            es = common.element_size(dtype)
             nbytes = es * (M * K + N * K + M * N + N)
             nbytes += es * M * N if "residual" in kw else 0
             nbytes += es * T * N if "row_add" in kw else 0
             nbytes += es * 2 * K if "ln_weight" in kw else 0
-            tflops = flops / (ms * 1e-3) / 1e12
-            rows.append(dict(config=name, M=M, K=K, N=N, impl=impl, dtype=str(dtype).replace("torch.", ""),
-                             ms=ms, tflops=tflops, gbps=nbytes / (ms * 1e-3) / 1e9,
-                             frac_peak=tflops / H100_BF16_PEAK_TFLOPS, rel_rms_vs_fp32=err, flops=flops,
+            tflops, gbps, frac_peak = common.rates(flops, nbytes, ms)
+            rows.append(dict(config=name, M=M, K=K, N=N, impl=impl, dtype=common.dtype_name(dtype), ms=ms,
+                             tflops=tflops, gbps=gbps, frac_peak=frac_peak, rel_rms_vs_fp32=err, flops=flops,
                              bytes=nbytes))
             del fn
         if cuda:
             torch.cuda.empty_cache()
 
-    header = "| config | M | K | N | impl | dtype | ms | TFLOP/s | GB/s | of 790 TFLOP/s | rel RMS vs fp32 |"
-    lines = [header, "|" + "---|" * 11]
+    table_rows = []
     for r in rows:
+        cells = [r["config"], r["M"], r["K"], r["N"], r["impl"], r["dtype"]]
         if "error" in r:
-            lines.append(f"| {r['config']} | {r['M']} | {r['K']} | {r['N']} | {r['impl']} | {r['dtype']} | failed: "
-                         f"{r['error'][:60]} | | | | |")
-            continue
-        lines.append(f"| {r['config']} | {r['M']} | {r['K']} | {r['N']} | {r['impl']} | {r['dtype']} | "
-                     f"{r['ms']:.4f} | {r['tflops']:.1f} | {r['gbps']:.0f} | {100 * r['frac_peak']:.1f}% | "
-                     f"{r['rel_rms_vs_fp32']:.2e} |")
-    table = "\n".join(lines)
-    device_name = torch.cuda.get_device_name(device) if cuda else "cpu (Triton interpreter)"
-    print(f"bench_linear on {device_name}: B={B} T={T} C={C} d_in={d_in}; torch {torch.__version__}, "
-          f"triton {triton.__version__}")
+            table_rows.append(cells + [f"failed: {r['error'][:60]}", "", "", "", ""])
+        else:
+            table_rows.append(cells + [f"{r['ms']:.4f}", f"{r['tflops']:.1f}", f"{r['gbps']:.0f}",
+                                       f"{100 * r['frac_peak']:.1f}%", f"{r['rel_rms_vs_fp32']:.2e}"])
+    table = common.markdown_table(["config", "M", "K", "N", "impl", "dtype", "ms", "TFLOP/s", "GB/s", "of 790 TFLOP/s",
+                            "rel RMS vs fp32"], table_rows)
+    env = common.environment(device)
+    device_name = env["device_name"] if cuda else "cpu (Triton interpreter)"
+    print(f"bench_linear on {device_name}: B={B} T={T} C={C} d_in={d_in}; torch {env['torch']}, "
+          f"triton {env['triton']}")
     print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    result = dict(benchmark="fused_linear", device=device_name, torch=torch.__version__, triton=triton.__version__,
-                  dims=dict(B=B, T=T, C=C, d_in=d_in, M=M), peak_tflops=H100_BF16_PEAK_TFLOPS,
-                  flops_formula="2*M*N*K", bytes_formula="es*(M*K + N*K + M*N + N [+ M*N residual] "
-                  "[+ T*N row_add] [+ 2*K LN])", timing="do_bench median, warmup 25 ms, rep 100 ms" if cuda
-                  else "interpreter, one repetition after one warm-up call", rows=rows, table=table)
-    path = args.out / "bench_linear.json"
-    path.write_text(json.dumps(result, indent=2))
-    print(f"wrote {path}")
+    common.write_report(args, "bench_linear.json", dict(
+        benchmark="fused_linear", device=device_name, torch=env["torch"], triton=env["triton"],
+        dims=dict(B=B, T=T, C=C, d_in=d_in, M=M), peak_tflops=common.H100_BF16_PEAK_TFLOPS, flops_formula="2*M*N*K",
+        bytes_formula="es*(M*K + N*K + M*N + N [+ M*N residual] [+ T*N row_add] [+ 2*K LN])",
+        timing=common.timing_note(args), environment=env, rows=rows, table=table))
     return 0
 
 

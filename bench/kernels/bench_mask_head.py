@@ -24,55 +24,24 @@ table and writes DIR/bench_mask_head.json.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
 import sys
 import time
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-H100_BF16_PEAK_TFLOPS = 790.0
+import _bench_common as common
+
 GPU_DIMS = dict(batch=256, length=256, c_in=512, c_m=256, n_cols=50)
 CPU_DIMS = dict(batch=2, length=32, c_in=32, c_m=32, n_cols=5)
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
-                        help="cuda: paper dims with do_bench; cpu: Triton interpreter, tiny dims, 1 repetition")
-    parser.add_argument("--out", type=Path, default=Path("bench/results"), help="folder for bench_mask_head.json")
-    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile row")
-    return parser.parse_args(argv)
-
-
-def import_kernel():
-    """gsmt_fast.kernels.mask_head when the package is installed, else kernels/mask_head.py from this checkout."""
-    try:
-        from gsmt_fast.kernels import mask_head as module
-    except ImportError:
-        sys.path.insert(0, str(REPO_ROOT))
-        from kernels import mask_head as module
-    return module
-
-
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    if args.device == "cpu":
-        # Before torch/triton are imported: Triton reads it at import time.
-        os.environ["TRITON_INTERPRET"] = "1"
+    args = common.parse_args(__doc__, "bench_mask_head.json", argv, default_out="bench/results")
     import torch
     import torch.nn.functional as F
-    import triton
 
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("bench_mask_head: --device cuda but no CUDA GPU is available", file=sys.stderr)
-        return 2
-    kernel = import_kernel()
+    device = common.torch_device("bench_mask_head", args)
+    kernel = common.load_kernel("mask_head")
     dims = GPU_DIMS if args.device == "cuda" else CPU_DIMS
     batch, length, c_in, c_m, n_cols = (dims[k] for k in ("batch", "length", "c_in", "c_m", "n_cols"))
-    device = torch.device(args.device)
 
     g = torch.Generator().manual_seed(0)
     e32 = torch.randn(batch, length, c_in, generator=g).to(device)
@@ -124,24 +93,14 @@ def main(argv=None) -> int:
             row = dict(impl=name, dtype=dtype, variant=variant, flops=flops, mask_bytes_written=bytes_written)
             started = time.perf_counter()
             try:
-                if args.device == "cuda":
-                    fn()  # compile / JIT outside the timing
-                    torch.cuda.synchronize()
-                    row["ms"] = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
-                    if name == "triton":
-                        row["ms_cuda_graph"] = time_cuda_graph(fn)
-                else:
-                    fn()
-                    t0 = time.perf_counter()
-                    fn()
-                    row["ms"] = (time.perf_counter() - t0) * 1e3
+                row["ms"] = common.time_ms(fn, args)  # the first call (compile / JIT) is not timed
+                if args.device == "cuda" and name == "triton":
+                    row["ms_cuda_graph"] = time_cuda_graph(fn, args)
             except Exception as error:  # noqa: BLE001 - a row that cannot run is reported, not fatal
                 row["error"] = f"{type(error).__name__}: {error}"[:300]
             row["wall_s"] = round(time.perf_counter() - started, 2)
             if "ms" in row:
-                row["tflops"] = flops / (row["ms"] * 1e-3) / 1e12
-                row["gbps"] = bytes_written / (row["ms"] * 1e-3) / 1e9
-                row["peak_fraction"] = row["tflops"] / H100_BF16_PEAK_TFLOPS
+                row["tflops"], row["gbps"], row["peak_fraction"] = common.rates(flops, bytes_written, row["ms"])
             rows.append(row)
 
         # Sanity: the timed kernel agrees with eager (a broken build would show here, not only in the tests). The fp32
@@ -151,61 +110,54 @@ def main(argv=None) -> int:
         reference = eager(e32, *weights32).float()
         torch.backends.cudnn.allow_tf32 = tf32_allowed
         agreement = {
-            f"triton_{lowp_name}_vs_fp32_rel_rms": rel_rms(kernel.mask_head(e16, *weights16), reference),
-            f"eager_{lowp_name}_vs_fp32_rel_rms": rel_rms(eager(e16, *weights16), reference),
-            "triton_fp32_vs_fp32_rel_rms": rel_rms(kernel.mask_head(e32, *weights32), reference),
+            f"triton_{lowp_name}_vs_fp32_rel_rms": common.rel_rms(kernel.mask_head(e16, *weights16), reference),
+            f"eager_{lowp_name}_vs_fp32_rel_rms": common.rel_rms(eager(e16, *weights16), reference),
+            "triton_fp32_vs_fp32_rel_rms": common.rel_rms(kernel.mask_head(e32, *weights32), reference),
         }
 
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    env = common.environment(device)
     result = dict(
-        op="mask_head", device=device_name, torch=torch.__version__, triton=triton.__version__,
-        interpreter=os.environ.get("TRITON_INTERPRET") == "1", dims=dims,
+        op="mask_head", device=env["device_name"], torch=env["torch"], triton=env["triton"],
+        interpreter=env["triton_interpret"], dims=dims,
         flop_formula_full="2*B*T*(3*C*Cm + 3*Cm*Cm + Cm*T)",
         flop_formula_columns="2*B*(T*(3*C*Cm + 3*Cm*Cm) + M*Cm*T)",
         bytes_formula="mask bytes written: B*T*N*bytes(out), N = T or M",
-        peak_tflops=H100_BF16_PEAK_TFLOPS, timing="do_bench(warmup=25, rep=100), median" if device.type == "cuda"
-        else "1 warm-up + 1 timed call (interpreter)", rows=rows, agreement=agreement,
+        peak_tflops=common.H100_BF16_PEAK_TFLOPS, timing=common.timing_note(args), environment=env, rows=rows,
+        agreement=agreement,
     )
-    print(f"mask head, {device_name}, B={batch} T={length} C={c_in} Cm={c_m} M={n_cols}, "
-          f"torch {torch.__version__}, triton {triton.__version__}")
-    print("| impl | dtype | variant | ms | TFLOP/s | GB/s (masks) | % of 790 TFLOP/s | ms (CUDA graph) |")
-    print("|---|---|---|---:|---:|---:|---:|---:|")
+    print(f"mask head, {env['device_name']}, B={batch} T={length} C={c_in} Cm={c_m} M={n_cols}, "
+          f"torch {env['torch']}, triton {env['triton']}")
+    table_rows = []
     for row in rows:
+        cells = [row["impl"], row["dtype"], row["variant"]]
         if "ms" in row:
             graph_ms = row.get("ms_cuda_graph")
-            print(f"| {row['impl']} | {row['dtype']} | {row['variant']} | {row['ms']:.4g} | {row['tflops']:.4g} | "
-                  f"{row['gbps']:.4g} | {100 * row['peak_fraction']:.3g} | "
-                  f"{'' if graph_ms is None else format(graph_ms, '.4g')} |")
+            table_rows.append(cells + [f"{row['ms']:.4g}", f"{row['tflops']:.4g}", f"{row['gbps']:.4g}",
+                                       f"{100 * row['peak_fraction']:.3g}",
+                                       "" if graph_ms is None else format(graph_ms, ".4g")])
         else:
-            print(f"| {row['impl']} | {row['dtype']} | {row['variant']} | failed: {row['error']} | | | | |")
+            table_rows.append(cells + [f"failed: {row['error']}", "", "", "", ""])
+    print(common.markdown_table(["impl", "dtype", "variant", "ms", "TFLOP/s", "GB/s (masks)", "% of 790 TFLOP/s",
+                          "ms (CUDA graph)"], table_rows, align="lllrrrrr"))
     print("agreement (rel RMS vs fp32 eager):", {k: f"{v:.2e}" for k, v in agreement.items()})
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "bench_mask_head.json"
-    path.write_text(json.dumps(result, indent=2))
-    print(f"wrote {path}")
+    common.write_report(args, "bench_mask_head.json", result)
     return 0 if all("ms" in row for row in rows) else 1
 
 
-def time_cuda_graph(fn):
+def time_cuda_graph(fn, args):
     """Median ms of one replay of ``fn`` captured in a CUDA graph: the GPU's time without the wrapper's host work
     (validation, weight repacking and three Triton launches cost ~0.2 ms of CPU per call, as much as the GPU work at
     B=256). None when the capture fails."""
     import torch
-    import triton
 
     try:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             fn()
-        return triton.testing.do_bench(graph.replay, warmup=25, rep=100, return_mode="median")
+        return common.time_ms(graph.replay, args)
     except Exception as error:  # noqa: BLE001 - the eager timing stands without it
         print(f"CUDA graph capture failed: {type(error).__name__}: {error}", file=sys.stderr)
         return None
-
-
-def rel_rms(a, b) -> float:
-    a, b = a.double(), b.double()
-    return float((a - b).norm() / b.norm().clamp_min(1e-30))
 
 
 if __name__ == "__main__":

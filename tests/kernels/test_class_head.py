@@ -17,20 +17,16 @@ import torch
 triton = pytest.importorskip("triton")
 
 from gsmt_fast.kernels import class_head as ch  # noqa: E402
+from kernel_testing import nan_tensor, rel_rms  # noqa: E402
 
 C_SMALL = 32
 SENTINEL = -7  # written into integer outputs beforehand: no kernel ever produces it
 
 
-def rel_rms(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    actual, expected = actual.double(), expected.double()
-    return float((actual - expected).norm() / expected.norm().clamp_min(1e-300))
-
-
 def prefilled_outputs(batch: int, num_classes: int, length: int, top_snippets: int, device="cpu") -> dict:
     return {
-        "out_probs": torch.full((batch, num_classes, length), float("nan"), device=device),
-        "out_fg": torch.full((batch, length), float("nan"), device=device),
+        "out_probs": nan_tensor((batch, num_classes, length), device=device),
+        "out_fg": nan_tensor((batch, length), device=device),
         "out_label": torch.full((batch, length), SENTINEL, dtype=torch.int32, device=device),
         "out_top": torch.full((batch, top_snippets), SENTINEL, dtype=torch.int32, device=device),
         "out_top_count": torch.full((batch,), SENTINEL, dtype=torch.int32, device=device),
@@ -290,8 +286,6 @@ def test_gpu_paper_dims_low_precision(num_foreground):
     """C=512, T=256, batch 8 on CUDA (K=20 THUMOS, K=200 ActivityNet: different tiles): fp32 to 1e-5, bf16/fp16 probs
     within 2x of eager PyTorch's own same-precision error (logits in that precision, softmax in fp32, as the torch
     backend does) against fp32, and the selection exact on the kernel's own probs."""
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA GPU")
     device = torch.device("cuda")
     generator = torch.Generator(device=device).manual_seed(num_foreground)
     batch, length, channels, top_snippets = 8, 256, 512, 50
@@ -322,8 +316,6 @@ def test_gpu_paper_dims_low_precision(num_foreground):
 
 @pytest.mark.gpu
 def test_gpu_awkward_shapes_ties_and_unchecked_lengths():
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA GPU")
     device = torch.device("cuda")
     generator = torch.Generator().manual_seed(21)
     # Ragged T and C, exact ties (repeated integer columns, dyadic weights), several T-blocks of both kernels.

@@ -8,29 +8,15 @@ RMS relative. Padded rows must be exact zeros.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
 triton = pytest.importorskip("triton")
 
 from gsmt_fast.kernels.layer_norm import layer_norm_rows, layer_norm_rows_reference  # noqa: E402
+from kernel_testing import nan_tensor, rel_rms  # noqa: E402
 
 TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.5e-2}
-
-
-@pytest.fixture(autouse=True)
-def _cpu_tests_need_the_interpreter(request):
-    # The CPU-tensor tests run the kernel under the interpreter; on a GPU machine (no TRITON_INTERPRET) only the
-    # gpu-marked tests apply.
-    if request.node.get_closest_marker("gpu") is None and os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("CPU-tensor kernel tests need TRITON_INTERPRET=1 (tests/conftest.py sets it without a GPU)")
-
-
-def rel_rms(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double(), b.double()
-    return ((a - b).norm() / b.norm()).item()
 
 
 def make_inputs(M, C, seed=0, device="cpu", offset=0.0):
@@ -43,7 +29,7 @@ def make_inputs(M, C, seed=0, device="cpu", offset=0.0):
 
 def check(x, weight, bias, dtype, valid_len=None, period=None, eps=1e-5):
     xd = x.to(dtype)
-    out = torch.full(x.shape, float("nan"), dtype=dtype, device=x.device)
+    out = nan_tensor(x.shape, dtype, x.device)
     got = layer_norm_rows(xd, weight.to(dtype), bias.to(dtype), eps, valid_len=valid_len, period=period, out=out)
     assert got is out
     assert torch.isfinite(out).all(), "some output elements were not written (NaN poison left)"
@@ -165,8 +151,6 @@ def test_out_overlapping_x_is_refused_unless_in_place():
 @pytest.mark.gpu
 def test_gpu_low_precision_within_twice_torch_error():
     """Paper dims (batch 8 x T 256, C 512) with padding: bf16/fp16 error <= 2x PyTorch's own, fp32 ~ exact."""
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA GPU")
     B, T, C = 8, 256, 512
     x, w, b = make_inputs(B * T, C, device="cuda")
     valid_len = torch.tensor([256, 255, 100, 1, 0, 256, 17, 200], device="cuda")
@@ -174,7 +158,7 @@ def test_gpu_low_precision_within_twice_torch_error():
     got32 = layer_norm_rows(x, w, b, valid_len=valid_len, period=T)
     assert rel_rms(got32, ref32) <= 1e-5
     for dtype in (torch.bfloat16, torch.float16):
-        out = torch.full((B * T, C), float("nan"), dtype=dtype, device="cuda")
+        out = nan_tensor((B * T, C), dtype, "cuda")
         layer_norm_rows(x.to(dtype), w.to(dtype), b.to(dtype), valid_len=valid_len, period=T, out=out)
         assert torch.isfinite(out).all()
         # PyTorch's own low-precision path: F.layer_norm in that dtype, then the mask (as the model in bf16).
@@ -190,8 +174,6 @@ def test_gpu_low_precision_within_twice_torch_error():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
 def test_gpu_awkward_shapes(dtype):
     """Odd widths, one row, the chunked path (C > 4096) and padding on the GPU."""
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA GPU")
     for M, C, period in [(1, 1, 1), (7 * 3, 48, 7), (123, 512, 123), (4, 5000, 2)]:
         x, w, b = make_inputs(M, C, device="cuda", seed=C)
         valid_len = torch.arange(M // period, device="cuda") % (period + 1)

@@ -10,7 +10,6 @@ the dot, like PyTorch, and the output), each about 2**-11 / sqrt(3) ~ 3e-4 RMS r
 from __future__ import annotations
 
 import itertools
-import os
 
 import pytest
 import torch
@@ -19,21 +18,9 @@ triton = pytest.importorskip("triton")
 
 from gsmt_fast.kernels import linear  # noqa: E402
 from gsmt_fast.kernels.linear import fused_linear, fused_linear_reference  # noqa: E402
+from kernel_testing import nan_tensor, rel_rms  # noqa: E402
 
 TOLERANCE = {torch.float32: 1e-5, torch.float16: 3e-3, torch.bfloat16: 2e-2}
-
-
-@pytest.fixture(autouse=True)
-def _cpu_tests_need_the_interpreter(request):
-    # The CPU-tensor tests run the kernel under the interpreter; on a GPU machine (no TRITON_INTERPRET) only the
-    # gpu-marked tests apply.
-    if request.node.get_closest_marker("gpu") is None and os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("CPU-tensor kernel tests need TRITON_INTERPRET=1 (tests/conftest.py sets it without a GPU)")
-
-
-def rel_rms(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double(), b.double()
-    return ((a - b).norm() / b.norm()).item()
 
 
 def make_inputs(M, K, N, *, ln=False, residual=False, row_add_period=None, bias=True, seed=0, device="cpu",
@@ -63,7 +50,7 @@ def cast(t, dtype):
 def run_and_check(x, weight, bias, kwargs, dtype, activation=None):
     xd, wd, bd = x.to(dtype), weight.to(dtype), cast(bias, dtype)
     kd = {k: cast(v, dtype) for k, v in kwargs.items()}
-    out = torch.full((x.shape[0], weight.shape[0]), float("nan"), dtype=dtype, device=x.device)
+    out = nan_tensor((x.shape[0], weight.shape[0]), dtype, x.device)
     got = fused_linear(xd, wd, bd, activation=activation, out=out, **kd)
     assert got is out
     assert torch.isfinite(out).all(), "some output elements were not written (NaN poison left) or overflowed"
@@ -142,7 +129,7 @@ def test_strided_inputs():
     x_t = x.t().contiguous().t()
     w_t = w.t().contiguous().t()
     residual = torch.randn(40, 30).t()
-    out = torch.full((30, 40), float("nan"))
+    out = nan_tensor((30, 40))
     fused_linear(x_t, w_t, b, residual=residual, out=out, **kw)
     want = fused_linear_reference(x, w, b, residual=residual, **kw)
     assert rel_rms(out, want) <= 1e-5
@@ -261,8 +248,6 @@ def test_out_aliasing_is_refused_except_residual_itself():
 @pytest.mark.parametrize("K,N", [(2048, 512), (512, 1536)])
 def test_gpu_low_precision_within_twice_torch_error(K, N):
     """Paper dims, batch 8 x T 256, with LN: bf16/fp16 kernel error <= 2x PyTorch's own same-precision error."""
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA GPU")
     M = 8 * 256
     x, w, b, kw = make_inputs(M, K, N, ln=True, residual=True, row_add_period=256, device="cuda")
     ref32 = fused_linear_reference(x, w, b, activation="relu", **kw)
@@ -271,7 +256,7 @@ def test_gpu_low_precision_within_twice_torch_error(K, N):
     assert rel_rms(got32, ref32) <= 1e-5  # ieee fp32 dots, not tf32
     for dtype in (torch.bfloat16, torch.float16):
         kd = {k: cast(v, dtype) for k, v in kw.items()}
-        out = torch.full((M, N), float("nan"), dtype=dtype, device="cuda")
+        out = nan_tensor((M, N), dtype, "cuda")
         fused_linear(x.to(dtype), w.to(dtype), b.to(dtype), activation="relu", out=out, **kd)
         torch_lowp = fused_linear_reference(x.to(dtype), w.to(dtype), b.to(dtype), activation="relu",
                                             compute_dtype=dtype, **kd)
@@ -285,8 +270,6 @@ def test_gpu_low_precision_within_twice_torch_error(K, N):
 def test_gpu_awkward_shapes(dtype):
     """Ragged edges on the GPU's real block sizes, every fused part on; reference in fp32 on the same rounded inputs
     (bf16: <= 2e-2, two bf16 roundings of ~2**-8 / sqrt(3) each)."""
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA GPU")
     for M, K, N in [(1, 1, 1), (7, 48, 40), (3 * 123, 32, 96), (300, 200, 130)]:
         x, w, b, kw = make_inputs(M, K, N, ln=True, residual=True, row_add_period=min(M, 123), device="cuda")
         run_and_check(x, w, b, kw, dtype, activation="gelu")

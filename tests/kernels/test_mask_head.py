@@ -12,15 +12,13 @@ Tolerances (relative RMS error, ||a - b|| / ||b||):
   O(1e-1).
 """
 
-import os
-
 import pytest
 import torch
 from gsmt_fast.kernels.mask_head import mask_head, mask_head_reference
+from kernel_testing import interpreted, nan_tensor, rel_rms
 
-INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 # The interpreter runs CPU tensors; without it the kernels need a GPU.
-DEVICE = "cpu" if INTERPRETED else "cuda"
+DEVICE = "cpu" if interpreted() else "cuda"
 if DEVICE == "cuda" and not torch.cuda.is_available():
     pytest.skip("no GPU and TRITON_INTERPRET is not set", allow_module_level=True)
 
@@ -35,11 +33,6 @@ def no_tf32():
     torch.backends.cudnn.allow_tf32 = False
     yield
     torch.backends.cudnn.allow_tf32 = allowed
-
-
-def rel_rms(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double(), b.double()
-    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
 def make_head(batch, length, c_in, c_m, seed=0, device=DEVICE):
@@ -66,10 +59,6 @@ def make_columns(batch, length, n_cols, dtype=torch.int64, seed=1, device=DEVICE
     return columns.to(dtype=dtype, device=device)
 
 
-def nan_out(shape, dtype):
-    return torch.full(shape, float("nan"), dtype=dtype, device=DEVICE)
-
-
 @pytest.mark.parametrize("use_columns", [False, True], ids=["full", "columns"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 @pytest.mark.parametrize("batch", [1, 3])
@@ -80,7 +69,7 @@ def test_matches_reference(length, batch, dtype, use_columns):
     weights = [w.to(dtype) for w in weights]
     columns = make_columns(batch, length, 13, seed=length) if use_columns else None
     shape = (batch, length, 13 if use_columns else length)
-    out = nan_out(shape, dtype)  # the default out_dtype of fp32 / fp16 compute is the compute dtype
+    out = nan_tensor(shape, dtype, DEVICE)  # the default out_dtype of fp32 / fp16 compute is the compute dtype
 
     result = mask_head(e, *weights, columns=columns, out=out)
     # The reference computes in fp32 from the same (already rounded) inputs: only the kernels' rounding differs.
@@ -102,7 +91,7 @@ def test_channel_counts_not_powers_of_two(dtype, use_columns):
     e, *weights = make_head(batch, length, 48, 40, seed=5)
     e = e.to(dtype)
     columns = make_columns(batch, length, 37, dtype=torch.int32) if use_columns else None
-    out = nan_out((batch, length, 37 if use_columns else length), dtype)
+    out = nan_tensor((batch, length, 37 if use_columns else length), dtype, DEVICE)
     # fp32 master weights with fp16 activations: the wrapper casts them to the compute dtype.
     result = mask_head(e, *weights, columns=columns, out=out)
     expected = mask_head_reference(e, *[w.to(dtype) for w in weights], columns=columns)
@@ -124,7 +113,7 @@ def test_matches_the_model(length, valid_len):
         expected = torch.sigmoid(model.forward_logits(x, valid_len)[1])
         conv1, conv2, conv3 = model.mask_head[0], model.mask_head[2], model.mask_head[4]
         weights = (conv1.weight, conv1.bias, conv2.weight, conv2.bias, conv3.weight, conv3.bias)
-        out = nan_out(expected.shape, torch.float32)
+        out = nan_tensor(expected.shape, torch.float32, DEVICE)
         result = mask_head(e, *weights, out=out)
         columns = torch.tensor([[0, length - 1, -1], [3, 3, 0], [-1, -1, length // 2]], device=DEVICE)
         selected = mask_head(e, *weights, columns=columns)
@@ -142,7 +131,7 @@ def test_channels_last_view_and_strided_out():
     e, w1, b1, w2, b2, w3, b3 = make_head(batch, length, 32, 32, seed=9)
     e_view = e.transpose(1, 2).contiguous().transpose(1, 2)  # the model's (B, C, T) layout, seen channels-last
     assert not e_view.is_contiguous()
-    buffer = nan_out((batch, length, length + 5), torch.float32)
+    buffer = nan_tensor((batch, length, length + 5), torch.float32, DEVICE)
     out = buffer[:, :, 2:length + 2]
     result = mask_head(e_view, w1, b1, w2, b2, w3[:, :, 0], b3, out=out)
     assert result.data_ptr() == out.data_ptr()
@@ -156,11 +145,11 @@ def test_out_dtype():
     assert mask_head(e, *weights).dtype == torch.float32
     assert mask_head(e.half(), *weights).dtype == torch.float16
     # fp32 compute, fp16 masks: only the final rounding differs from the reference.
-    out = nan_out((batch, length, length), torch.float16)
+    out = nan_tensor((batch, length, length), torch.float16, DEVICE)
     result = mask_head(e, *weights, out_dtype=torch.float16, out=out)
     assert rel_rms(result, mask_head_reference(e, *weights)) <= 5e-4
     # out alone sets the dtype
-    assert mask_head(e, *weights, out=nan_out((batch, length, length), torch.float16)).dtype == torch.float16
+    assert mask_head(e, *weights, out=nan_tensor((batch, length, length), torch.float16, DEVICE)).dtype == torch.float16
 
 
 def test_columns_cover_every_snippet_and_more():
@@ -169,7 +158,8 @@ def test_columns_cover_every_snippet_and_more():
     e, *weights = make_head(batch, length, 32, 32, seed=4)
     columns = torch.arange(2 * length + 1, device=DEVICE).remainder(length + 1).sub(1).repeat(batch, 1)
     full = mask_head(e, *weights)
-    selected = mask_head(e, *weights, columns=columns, out=nan_out((batch, length, 2 * length + 1), torch.float32))
+    out = nan_tensor((batch, length, 2 * length + 1), torch.float32, DEVICE)
+    selected = mask_head(e, *weights, columns=columns, out=out)
     for j, t in enumerate(columns[0].tolist()):
         expected = full[:, :, t] if t >= 0 else torch.zeros_like(full[:, :, 0])
         assert torch.equal(selected[:, :, j], expected)
@@ -215,8 +205,8 @@ def _bad_inputs():
         (dict(columns=torch.zeros(2, dtype=torch.int64, device=DEVICE)), ValueError, "columns must have shape"),
         (dict(columns=torch.zeros(2, 3, dtype=torch.int64, device="meta")), ValueError, "columns is on meta"),
         (dict(out_dtype=torch.int32), TypeError, "out_dtype must be float32, float16 or bfloat16"),
-        (dict(out=nan_out((2, 7, 6), torch.float32)), ValueError, r"out must have shape \(2, 7, 7\)"),
-        (dict(out=nan_out((2, 7, 7), torch.float16), out_dtype=torch.float32), TypeError, "out has dtype"),
+        (dict(out=nan_tensor((2, 7, 6), torch.float32, DEVICE)), ValueError, r"out must have shape \(2, 7, 7\)"),
+        (dict(out=nan_tensor((2, 7, 7), torch.float16, DEVICE), out_dtype=torch.float32), TypeError, "out has dtype"),
         (dict(out=torch.empty((2, 7, 7), device="meta")), ValueError, "out is on meta"),
         (dict(out="buffer", out_dtype=torch.float32), TypeError, "out must be a torch.Tensor"),
     ]
@@ -267,14 +257,12 @@ def test_reference_is_the_models_head():
 def test_gpu_paper_dims_low_precision(dtype):
     """Paper dims (C=512, Cm=256, T=256, batch 8): the kernel's low-precision error against the fp32 reference is at
     most twice PyTorch's own error at the same precision (its convolutions under autocast)."""
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA GPU")
     e, *weights = make_head(8, 256, 512, 256, seed=11, device="cuda")
     reference = mask_head_reference(e, *weights)  # fp32 (TF32 is off: see the no_tf32 fixture)
     with torch.autocast("cuda", dtype=dtype):
         torch_lowp = mask_head_reference(e, *weights)
     kernel_lowp = mask_head(e.to(dtype), *[w.to(dtype) for w in weights],
-                            out=torch.full((8, 256, 256), float("nan"), dtype=torch.float16, device="cuda"))
+                            out=nan_tensor((8, 256, 256), torch.float16, "cuda"))
     assert torch.isfinite(kernel_lowp).all()
     assert rel_rms(kernel_lowp, reference) <= 2 * rel_rms(torch_lowp, reference) + 1e-6
 
@@ -282,7 +270,7 @@ def test_gpu_paper_dims_low_precision(dtype):
     with torch.autocast("cuda", dtype=dtype):
         torch_selected = mask_head_reference(e, *weights, columns=columns)
     selected = mask_head(e.to(dtype), *weights, columns=columns,
-                         out=torch.full((8, 256, 50), float("nan"), dtype=torch.float16, device="cuda"))
+                         out=nan_tensor((8, 256, 50), torch.float16, "cuda"))
     reference_selected = mask_head_reference(e, *weights, columns=columns)
     assert torch.isfinite(selected).all()
     assert rel_rms(selected, reference_selected) <= 2 * rel_rms(torch_selected, reference_selected) + 1e-6
@@ -292,14 +280,12 @@ def test_gpu_paper_dims_low_precision(dtype):
 @pytest.mark.parametrize("length", [100, 256])
 def test_gpu_paper_dims_fp32(length):
     """The fp32 path on the GPU is IEEE fp32 (no TF32): within 1e-5 of the fp32 reference."""
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA GPU")
     e, *weights = make_head(8, length, 512, 256, seed=12, device="cuda")
-    out = torch.full((8, length, length), float("nan"), device="cuda")
+    out = nan_tensor((8, length, length), device="cuda")
     result = mask_head(e, *weights, out=out)
     assert torch.isfinite(result).all()
     assert rel_rms(result, mask_head_reference(e, *weights)) <= FP32_TOL
     columns = make_columns(8, length, 50, device="cuda")
-    selected = mask_head(e, *weights, columns=columns, out=torch.full((8, length, 50), float("nan"), device="cuda"))
+    selected = mask_head(e, *weights, columns=columns, out=nan_tensor((8, length, 50), device="cuda"))
     assert rel_rms(selected, mask_head_reference(e, *weights, columns=columns)) <= FP32_TOL
 
