@@ -22,9 +22,10 @@ Steps (each logged to RESULTS_DIR/<step>.log, with its own timeout; total under 
   bench             bench/run.py --device cuda (Detector.detect from host features, torch and triton backends)
 Then RESULTS_DIR/summary.txt with PASS/FAIL/TIMEOUT/SKIP per step; exit status 1 if any step failed.
 
-.gpu_assets/ (git-ignored; pass it in the device tool's `carry`): thumos/ and anet/ benchmark folders holding the
-validation videos of `gsmt-fast synth --profile thumos-like|anet-like` (seed 0), and thumos.safetensors /
-anet.safetensors, the checkpoints of `gsmt-fast train --config configs/synthetic_{thumos,anet}.yaml` on them.
+.gpu_assets/ (git-ignored; pass it in the device tool's `carry`; build it with `python bench/make_gpu_assets.py`,
+~7 min on 2 cores): thumos/ and anet/ benchmark folders holding the validation videos of `gsmt-fast synth --profile
+thumos-like|anet-like` (seed 0), and thumos.safetensors / anet.safetensors, the checkpoints of `gsmt-fast train
+--config configs/synthetic_{thumos,anet}.yaml` on them.
 
 Options:
   --dry-run   the same steps on a CPU machine: the venv's python (.venv/bin/python when present), the build as a

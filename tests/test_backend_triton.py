@@ -184,3 +184,20 @@ def test_triton_gpu_chunks_and_double_buffered_copies(tmp_path):
         np.testing.assert_array_equal(a[2], b[2])
         np.testing.assert_array_equal(a[0], b[0])
         np.testing.assert_array_equal(a[1], b[1])
+
+
+@gpu
+def test_triton_gpu_back_to_back_forwards_from_host_do_not_race(tmp_path):
+    """forward() copies host features asynchronously out of one pinned buffer; a second call must not overwrite it
+    while the first copy runs: two calls in a row give each input's own outputs."""
+    _, backend = _gpu_backend(tmp_path, precision="fp32")
+    rng = np.random.default_rng(2)
+    xs = [rng.standard_normal((64, 64, 96)).astype(np.float32) for _ in range(2)]
+    n = np.full(64, 64)
+    together = [backend.forward(x, n) for x in xs]  # no synchronisation in between
+    torch.cuda.synchronize()
+    for x, (probs, masks) in zip(xs, together):
+        alone_probs, alone_masks = backend.forward(x, n)
+        torch.cuda.synchronize()
+        torch.testing.assert_close(probs, alone_probs, rtol=0, atol=0)
+        torch.testing.assert_close(masks, alone_masks, rtol=0, atol=0)

@@ -132,6 +132,7 @@ class TritonBackend(Backend):
         self._weights = self._prepare_weights(model)
         self._buckets: dict[tuple, _GraphBucket] = {}
         self._pinned: torch.Tensor | None = None
+        self._pinned_in_use = None  # CUDA event of the last asynchronous copy out of _pinned (forward())
         self._copy_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
 
     # ------------------------------------------------------------------ weights
@@ -286,6 +287,9 @@ class TritonBackend(Backend):
     def _stage_host(self, windows) -> torch.Tensor:
         """Host features in a reused pinned buffer (an asynchronous copy needs page-locked memory)."""
         src = torch.as_tensor(windows, dtype=torch.float32)
+        if self._pinned_in_use is not None:  # an asynchronous copy from the buffer may still be running
+            self._pinned_in_use.synchronize()
+            self._pinned_in_use = None
         if self._pinned is None or self._pinned.numel() < src.numel():
             self._pinned = torch.empty(src.numel(), dtype=torch.float32, pin_memory=True)
         staged = self._pinned[: src.numel()].view(src.shape)
@@ -296,7 +300,10 @@ class TritonBackend(Backend):
         if isinstance(windows, torch.Tensor) and windows.device == self.device:
             return windows
         if self.device.type == "cuda":
-            return self._stage_host(windows).to(self.device, non_blocking=True)
+            x = self._stage_host(windows).to(self.device, non_blocking=True)
+            self._pinned_in_use = torch.cuda.Event()  # the next staging waits for this copy to finish
+            self._pinned_in_use.record(torch.cuda.current_stream(self.device))
+            return x
         return torch.as_tensor(windows, dtype=torch.float32)
 
 
