@@ -22,7 +22,6 @@ import datetime
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +48,7 @@ def main(argv=None) -> int:
         os.environ.setdefault("TRITON_INTERPRET", "1")
         args.quick = True
     import torch
+    from common import Timing, measure, summarize
     from run import CLS_HEAD_SCALE
 
     import gsmt_fast
@@ -72,10 +72,6 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     gpu = device.type == "cuda"
 
-    def sync():
-        if gpu:
-            torch.cuda.synchronize()
-
     gen = torch.Generator(device="cpu").manual_seed(1)
     x_all = torch.randn((max(batches + [args.reference_batch]), t, d), generator=gen).to(device)
 
@@ -84,18 +80,9 @@ def main(argv=None) -> int:
                 torch.full((b,), 4.0 / 30.0, dtype=torch.float64, device=device),
                 torch.zeros(b, dtype=torch.float64, device=device))
 
-    def timed(fn, budget_s):
-        fn()
-        sync()
-        samples, start = [], time.perf_counter()
-        while len(samples) < 3 or (time.perf_counter() - start < budget_s and len(samples) < 200):
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            samples.append(time.perf_counter() - t0)
-        a = np.asarray(samples)
-        return {"median_s": float(np.median(a)), "p50_ms": 1e3 * float(np.percentile(a, 50)),
-                "p99_ms": 1e3 * float(np.percentile(a, 99)), "n": int(a.size)}
+    def timed(fn, budget_s):  # the harness's timing (bench/common.py): one warm-up, >= 3 calls filling budget_s
+        stats = summarize(measure(fn, device, Timing(warmup=1, min_reps=3, max_reps=200, target_s=budget_s)))
+        return {**stats, "p50_ms": 1e3 * stats["p50_s"], "p99_ms": 1e3 * stats["p99_s"]}
 
     rows = []
     # The reference backend once, on reference_batch windows: eager fp32 model + NumPy post-processing.

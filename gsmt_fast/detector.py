@@ -243,10 +243,10 @@ class Detector:
         """Forward pass of a batch of windows; per window either its final detections ``(segments, scores,
         labels)`` (``whole``: the window is the entire video) or its :class:`Candidates`."""
         x, valid = self.pack_windows(batch)
-        if all(whole) and hasattr(self.backend, "detect_windows"):  # forward + post-processing in one fused call
+        if all(whole):  # every window is a whole video: forward + post-processing in one backend call
             scale = np.array([w.grid.scale for w in batch])
             offset = np.array([w.grid.offset for w in batch])
-            return self.backend.detect_windows(x, valid, scale, offset, self.inference).as_list()
+            return self.backend.detections(x, valid, scale, offset, self.inference)
         probs, masks = self.backend.forward(x, valid)
         return self.post_process_batch(batch, whole, probs, masks, valid)
 
@@ -255,7 +255,7 @@ class Detector:
         ``input_dtype``, e.g. bf16 on the CPU, when the packing copy converts) and their valid lengths."""
         t, d = self.model_config.temporal_scale, self.model_config.input_dim
         valid = np.array([len(w.features) for w in batch], dtype=np.int64)
-        input_dtype = getattr(self.backend, "input_dtype", None)
+        input_dtype = self.backend.input_dtype
         if input_dtype is None:
             x = np.zeros((len(batch), t, d), dtype=np.float32)
             for j, w in enumerate(batch):

@@ -63,8 +63,8 @@ class ClassHeadOutput(NamedTuple):
     probs: torch.Tensor  # (B, K+1, T) float32, softmax over classes (background is row K)
     fg: torch.Tensor  # (B, T) float32, max over the K foreground classes
     label: torch.Tensor  # (B, T) int32, argmax over the K foreground classes, lowest k on ties
-    top: torch.Tensor  # (B, top_snippets) int32, selected snippets by (fg desc, t asc), then -1
-    top_count: torch.Tensor  # (B,) int32, min(top_snippets, valid_len)
+    top: torch.Tensor | None  # (B, top_snippets) int32, selected snippets by (fg desc, t asc), then -1
+    top_count: torch.Tensor | None  # (B,) int32, min(top_snippets, valid_len)
 
 
 # ------------------------------------------------------------------------------------------------------- kernels
@@ -232,7 +232,8 @@ def class_head(e, weight, bias, valid_len, top_snippets, *, out_probs=None, out_
         bias: (K+1,) class-head bias; cast to ``e.dtype`` likewise.
         valid_len: number of real snippets per window: an int (all windows), a sequence of ints or an integer (B,)
             tensor. Host values must lie in [1, T]; a CUDA tensor is not checked (it is clamped to [0, T] inside).
-        top_snippets: M1 (>= 1), the width of ``top``.
+        top_snippets: M1 (>= 1), the width of ``top``; ``None`` skips the selection (``top``/``top_count`` are then
+            None): for callers whose post-processing selects the snippets itself.
         out_probs, out_fg, out_label, out_top, out_top_count: optional preallocated contiguous outputs
             ((B, K+1, T) float32, (B, T) float32, (B, T) int32, (B, top_snippets) int32, (B,) int32) on e's device.
 
@@ -263,18 +264,20 @@ def class_head(e, weight, bias, valid_len, top_snippets, *, out_probs=None, out_
     weight = weight.to(e.dtype).contiguous()
     bias = bias.to(e.dtype).contiguous()
 
-    if isinstance(top_snippets, bool) or not isinstance(top_snippets, (int, np.integer)):
-        raise TypeError(f"top_snippets must be an int, got {top_snippets!r}")
-    top_snippets = int(top_snippets)
-    if top_snippets < 1:
-        raise ValueError(f"top_snippets must be >= 1, got {top_snippets}")
+    select = top_snippets is not None
+    if select:
+        if isinstance(top_snippets, bool) or not isinstance(top_snippets, (int, np.integer)):
+            raise TypeError(f"top_snippets must be an int, got {top_snippets!r}")
+        top_snippets = int(top_snippets)
+        if top_snippets < 1:
+            raise ValueError(f"top_snippets must be >= 1, got {top_snippets}")
     valid_len = _valid_len_tensor(valid_len, batch, length, device)
 
     probs = _check_out("out_probs", out_probs, (batch, num_classes, length), torch.float32, device)
     fg = _check_out("out_fg", out_fg, (batch, length), torch.float32, device)
     label = _check_out("out_label", out_label, (batch, length), torch.int32, device)
-    top = _check_out("out_top", out_top, (batch, top_snippets), torch.int32, device)
-    top_count = _check_out("out_top_count", out_top_count, (batch,), torch.int32, device)
+    top = _check_out("out_top", out_top, (batch, top_snippets), torch.int32, device) if select else None
+    top_count = _check_out("out_top_count", out_top_count, (batch,), torch.int32, device) if select else None
     result = ClassHeadOutput(probs, fg, label, top, top_count)
     if batch == 0:
         return result
@@ -289,6 +292,8 @@ def class_head(e, weight, bias, valid_len, top_snippets, *, out_probs=None, out_
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
 
+    if not select:
+        return result
     if interpreted():
         block_q = block_s = max(16, min(256, triton.next_power_of_2(length)))
     else:  # a (32 x 256) comparison tile per step: 11 us for B=256, T=256 on an H100 (64 x 128: 16 us)

@@ -15,14 +15,11 @@ extension computes exactly what :mod:`gsmt_fast.postprocess.reference` defines.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from ..config import InferenceConfig
 from ..model import GSMT
 from ..postprocess import native
-from ..postprocess.nms import soft_nms
-from .base import Backend
+from .base import Backend, ExtensionPostprocessing
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -37,7 +34,7 @@ def cpu_supports_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-class TorchBackend(Backend):
+class TorchBackend(ExtensionPostprocessing, Backend):
     name = "torch"
 
     def __init__(self, model: GSMT, device=None, precision: str | None = None, compile: bool = False,
@@ -78,13 +75,3 @@ class TorchBackend(Backend):
         mask_logits = torch.baddbmm(last.bias[None, :, None], last.weight[:, :, 0].expand(len(h), -1, -1), h.float())
         return torch.softmax(logits.transpose(1, 2), dim=1), torch.sigmoid(mask_logits)
 
-    def candidates(self, probs, masks, valid_len, cfg: InferenceConfig):
-        return native.window_candidates_batch(probs, masks, np.asarray(valid_len), cfg,
-                                              num_threads=self.num_threads).as_candidates()
-
-    def window_detections(self, probs, masks, valid_len, scale, offset, cfg: InferenceConfig):
-        return native.window_detections_batch(probs, masks, np.asarray(valid_len), np.asarray(scale),
-                                              np.asarray(offset), cfg, num_threads=self.num_threads).as_list()
-
-    def soft_nms(self, segments, scores, labels, cfg: InferenceConfig):
-        return soft_nms(segments, scores, labels, **cfg.nms_kwargs(), backend="cpp")

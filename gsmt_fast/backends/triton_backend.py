@@ -45,8 +45,7 @@ import torch
 from ..config import InferenceConfig
 from ..model import GSMT
 from ..postprocess import native
-from ..postprocess.nms import soft_nms
-from .base import Backend
+from .base import Backend, ExtensionPostprocessing
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -93,7 +92,7 @@ class _GraphBucket:
             self.probs, self.masks, self.result = backend._pipeline(self.x, self.valid, self.scale, self.offset, cfg)
 
 
-class TritonBackend(Backend):
+class TritonBackend(ExtensionPostprocessing, Backend):
     name = "triton"
 
     def __init__(self, model: GSMT, device=None, precision: str | None = None, use_graphs: bool | None = None,
@@ -133,6 +132,7 @@ class TritonBackend(Backend):
         self._buckets: dict[tuple, _GraphBucket] = {}
         self._pinned: torch.Tensor | None = None
         self._pinned_in_use = None  # CUDA event of the last asynchronous copy out of _pinned (forward())
+        self._stages: list[torch.Tensor] = []  # device staging buffers of detect_windows' host path
         self._copy_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
 
     # ------------------------------------------------------------------ weights
@@ -183,7 +183,8 @@ class TritonBackend(Backend):
                                     activation=act, residual=h)
         ln_w, ln_b, eps = w["ln"]
         e = layer_norm.layer_norm_rows(h, ln_w, ln_b, eps, valid_len=valid_len, period=t).view(b, t, c)
-        probs = class_head.class_head(e, w["cls_w"], w["cls_b"], valid_len, 1).probs
+        # No top-M1 selection here: the post-processing op selects the snippets itself.
+        probs = class_head.class_head(e, w["cls_w"], w["cls_b"], valid_len, None).probs
         masks = mask_head.mask_head(e, *w["mask"], out_dtype=self.mask_dtype)
         return probs, masks
 
@@ -199,15 +200,8 @@ class TritonBackend(Backend):
         n = torch.as_tensor(np.asarray(valid_len), dtype=torch.int32).to(self.device)
         return self.forward_device(x, n)
 
-    def candidates(self, probs, masks, valid_len, cfg: InferenceConfig):
-        return native.window_candidates_batch(probs, masks, np.asarray(valid_len), cfg).as_candidates()
-
-    def window_detections(self, probs, masks, valid_len, scale, offset, cfg: InferenceConfig):
-        return native.window_detections_batch(probs, masks, np.asarray(valid_len), np.asarray(scale),
-                                              np.asarray(offset), cfg).as_list()
-
-    def soft_nms(self, segments, scores, labels, cfg: InferenceConfig):
-        return soft_nms(segments, scores, labels, **cfg.nms_kwargs(), backend="cpp")
+    def detections(self, windows, valid_len, scale, offset, cfg: InferenceConfig) -> list[tuple]:
+        return self.detect_windows(windows, valid_len, scale, offset, cfg).as_list()
 
     @torch.inference_mode()
     def detect_windows(self, windows, valid_len, scale, offset, cfg: InferenceConfig, to_host: bool = True):
@@ -218,10 +212,12 @@ class TritonBackend(Backend):
             probs, masks = self.forward(windows, valid_len)
             result = native.window_detections_batch(probs, masks, np.asarray(valid_len), np.asarray(scale),
                                                     np.asarray(offset), cfg)
-            return _batch_to_host(result) if to_host else result
+            return result.to_host() if to_host else result
         b = len(windows)
-        valid = _as_vector(valid_len, b, torch.int32)
-        scale, offset = _as_vector(scale, b, torch.float64), _as_vector(offset, b, torch.float64)
+        t = self.model_cfg.temporal_scale  # checked and put on the device as the CUDA post-processing op takes them
+        valid = native._cuda_vector(valid_len, b, torch.int32, self.device, "valid_len", t)
+        scale = native._cuda_vector(scale, b, torch.float64, self.device, "scale", t)
+        offset = native._cuda_vector(offset, b, torch.float64, self.device, "offset", t)
         chunks = [(start, min(b, start + self.max_batch)) for start in range(0, b, self.max_batch)]
         main = torch.cuda.current_stream(self.device)
         on_device = isinstance(windows, torch.Tensor) and windows.is_cuda
@@ -265,17 +261,15 @@ class TritonBackend(Backend):
             bucket.graph.replay()
             native.check_detections(bucket.result, bucket.probs, bucket.masks, bucket.valid, bucket.scale,
                                     bucket.offset, cfg)
-            part = native.DetectionBatch(*(getattr(bucket.result, f)[:n] for f in _DETECTION_FIELDS))
-            parts.append(_batch_to_host(part) if to_host else _clone(part))
-        return _concat(parts, to_host)
+            part = bucket.result.map(lambda a, n=n: a[:n])
+            parts.append(part.to_host() if to_host else part.map(torch.clone))  # the graph reuses its outputs
+        return native.DetectionBatch.concat(parts)
 
     def _device_stages(self, rows: int, count: int) -> list[torch.Tensor]:
         t, d = self.model_cfg.temporal_scale, self.model_cfg.input_dim
-        stages = getattr(self, "_stages", [])
-        if len(stages) < count or stages[0].shape[0] < rows:
-            stages = [torch.empty((rows, t, d), dtype=torch.float32, device=self.device) for _ in range(count)]
-            self._stages = stages
-        return stages[:count]
+        if len(self._stages) < count or self._stages[0].shape[0] < rows:
+            self._stages = [torch.empty((rows, t, d), dtype=torch.float32, device=self.device) for _ in range(count)]
+        return self._stages[:count]
 
     def _bucket(self, n: int, cfg: InferenceConfig) -> _GraphBucket:
         size = min(self.max_batch, _next_pow2(n))
@@ -305,31 +299,3 @@ class TritonBackend(Backend):
             self._pinned_in_use.record(torch.cuda.current_stream(self.device))
             return x
         return torch.as_tensor(windows, dtype=torch.float32)
-
-
-_DETECTION_FIELDS = ("segments", "scores", "labels", "count", "status")
-
-
-def _as_vector(value, n: int, dtype) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        return value.reshape(-1).to(dtype)
-    return torch.from_numpy(np.broadcast_to(np.asarray(value, dtype=np.float64), (n,)).copy()).to(dtype)
-
-
-def _batch_to_host(batch: native.DetectionBatch) -> native.DetectionBatch:
-    return native.DetectionBatch(*(_host(getattr(batch, f)) for f in _DETECTION_FIELDS))
-
-
-def _host(a):
-    return a.cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
-
-
-def _clone(batch: native.DetectionBatch) -> native.DetectionBatch:
-    return native.DetectionBatch(*(getattr(batch, f).clone() for f in _DETECTION_FIELDS))
-
-
-def _concat(parts, to_host: bool) -> native.DetectionBatch:
-    if len(parts) == 1:
-        return parts[0]
-    cat = np.concatenate if to_host else torch.cat
-    return native.DetectionBatch(*(cat([getattr(p, f) for p in parts]) for f in _DETECTION_FIELDS))

@@ -35,6 +35,7 @@ result back (synchronous: for tests and one-off use; the batched op above is the
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import math
 from dataclasses import dataclass
@@ -99,8 +100,37 @@ def _cuda_function(name: str):
 # results
 
 
+class _PaddedBatch:
+    """Per-window padded arrays (one dataclass field each), ``count`` and ``status`` last; NumPy or torch."""
+
+    def __len__(self) -> int:
+        return int(self.count.shape[0])
+
+    def map(self, fn):
+        """The same batch with ``fn`` applied to every array (e.g. slicing, ``.clone()``, a host copy)."""
+        return type(self)(*(fn(getattr(self, f.name)) for f in dataclasses.fields(self)))
+
+    def to_host(self):
+        """NumPy arrays (copied from the device for CUDA results)."""
+        return self.map(_to_numpy)
+
+    @classmethod
+    def concat(cls, parts):
+        """Batches of the same kind (all NumPy or all torch) joined along the window axis."""
+        if len(parts) == 1:
+            return parts[0]
+        first = getattr(parts[0], dataclasses.fields(cls)[0].name)
+        if _is_torch(first):
+            import torch
+
+            cat = torch.cat
+        else:
+            cat = np.concatenate
+        return cls(*(cat([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(cls)))
+
+
 @dataclass
-class CandidateBatch:
+class CandidateBatch(_PaddedBatch):
     """Padded candidates of B windows: ``start``/``end``/``labels`` ``(B, M2)`` int32, ``scores`` ``(B, M2)``
     float64, ``count`` ``(B,)`` int32 (row b is valid up to ``count[b]``; padding is -1 / 0.0), ``status`` ``(B,)``
     int32 (0 = ok). NumPy arrays for host inputs, torch tensors on the input's device for CUDA inputs."""
@@ -111,9 +141,6 @@ class CandidateBatch:
     scores: Any
     count: Any
     status: Any
-
-    def __len__(self) -> int:
-        return int(self.count.shape[0])
 
     def as_candidates(self) -> list[Candidates]:
         """One reference :class:`Candidates` per window (NumPy, int64 indices)."""
@@ -127,7 +154,7 @@ class CandidateBatch:
 
 
 @dataclass
-class DetectionBatch:
+class DetectionBatch(_PaddedBatch):
     """Padded detections of B windows: ``segments`` ``(B, D, 2)`` float64 seconds, ``scores`` ``(B, D)`` float64,
     ``labels`` ``(B, D)`` int32, ``count`` ``(B,)`` int32 (padding: 0.0 / -1), ``status`` ``(B,)`` int32."""
 
@@ -136,9 +163,6 @@ class DetectionBatch:
     labels: Any
     count: Any
     status: Any
-
-    def __len__(self) -> int:
-        return int(self.count.shape[0])
 
     def as_list(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Per window ``(segments (n, 2) float64, scores (n,) float64, labels (n,) int64)``, like ``soft_nms``."""
@@ -394,16 +418,8 @@ def window_candidates_batch(
             )  # fmt: skip
     result = CandidateBatch(start, end, labels, scores, count, status)
     if check and batch:
-        host_status = status.cpu().numpy()
-        _raise_for_status(host_status, valid, num_snippets)
-        overflow = np.flatnonzero(host_status & STATUS_OVERFLOW)
-        if len(overflow):
-            index = torch.from_numpy(overflow).to(device)
-            cpu = window_candidates_batch(
-                probs[index].cpu(), masks[index].cpu(), valid[index].cpu(), cfg, validate=validate
-            )
-            for name in ("start", "end", "labels", "scores", "count", "status"):
-                getattr(result, name)[index] = torch.from_numpy(getattr(cpu, name)).to(device)
+        _check_cuda_result(result, valid, num_snippets, lambda index: window_candidates_batch(
+            probs[index].cpu(), masks[index].cpu(), valid[index].cpu(), cfg, validate=validate))
     return result
 
 
@@ -475,20 +491,24 @@ def check_detections(result: DetectionBatch, probs, masks, valid_len, scale, off
     ``check=False`` (e.g. replaying a CUDA graph): synchronises, raises on a bad window status, and recomputes
     windows that overflowed the CUDA op's candidate capacity exactly on the CPU (in place). All arguments are the
     op's CUDA inputs and outputs."""
+    return _check_cuda_result(result, valid_len, int(masks.shape[-1]), lambda index: window_detections_batch(
+        probs[index].cpu(), masks[index].cpu(), valid_len[index].cpu(), scale[index].cpu(), offset[index].cpu(), cfg,
+        validate=validate))
+
+
+def _check_cuda_result(result, valid_len, num_snippets: int, recompute_on_cpu):
+    """Synchronise on a CUDA op's status, raise on a bad window, and replace the windows that overflowed the op's
+    candidate capacity by ``recompute_on_cpu(index)`` (the same op on the host, exact), in place."""
     import torch
 
     host_status = result.status.cpu().numpy()
-    num_snippets = int(masks.shape[-1])
     _raise_for_status(host_status, valid_len, num_snippets)
     overflow = np.flatnonzero(host_status & STATUS_OVERFLOW)
     if len(overflow):
-        index = torch.from_numpy(overflow).to(probs.device)
-        cpu = window_detections_batch(
-            probs[index].cpu(), masks[index].cpu(), valid_len[index].cpu(), scale[index].cpu(),
-            offset[index].cpu(), cfg, validate=validate,
-        )  # fmt: skip
-        for name in ("segments", "scores", "labels", "count", "status"):
-            getattr(result, name)[index] = torch.from_numpy(getattr(cpu, name)).to(probs.device)
+        index = torch.from_numpy(overflow).to(result.status.device)
+        cpu = recompute_on_cpu(index)
+        for field in dataclasses.fields(result):
+            getattr(result, field.name)[index] = torch.from_numpy(getattr(cpu, field.name)).to(index.device)
     return result
 
 

@@ -230,6 +230,18 @@ def test_wide_class_axis_and_many_channels():
     assert_oracle_rules_on_own_probs(result, [100, 40], 50)
 
 
+def test_no_selection_gives_the_same_probabilities():
+    """top_snippets=None (the triton backend: its post-processing selects) skips the selection kernel only."""
+    generator = torch.Generator().manual_seed(17)
+    e = torch.randn(2, 50, C_SMALL, generator=generator)
+    weight, bias = make_head(generator, 4)
+    with_top = ch.class_head(e, weight, bias, [50, 20], 5)
+    without = ch.class_head(e, weight, bias, [50, 20], None)
+    assert without.top is None and without.top_count is None
+    for name in ("probs", "fg", "label"):
+        assert torch.equal(getattr(without, name), getattr(with_top, name))
+
+
 def test_empty_batch():
     result = ch.class_head(torch.zeros(0, 7, C_SMALL), torch.zeros(4, C_SMALL), torch.zeros(4),
                            torch.zeros(0, dtype=torch.int64), 5)
