@@ -2,7 +2,7 @@
 // synchronisation (capturable in a CUDA graph). The rules (comparisons, ties, IoU, decay, exp) come from
 // gsmt_core.h, shared with the CPU path, so CUDA and CPU agree bit for bit.
 //
-// Per block (window b), 256 threads:
+// Per block (window b), kThreads = 512 threads (16 warps):
 //   0. status checks (valid_len, time map, optional finiteness / [0, 1] scan of the valid part);
 //   1. foreground + label per snippet (threads over t);
 //   2. top-M1 snippets by rank counting (O(V^2) compares in shared memory; exact tie order, no sort needed);
@@ -12,8 +12,10 @@
 //   4. candidates go into an on-chip hash table keyed by (start, end, label) with atomicMax on the score bits
 //      (scores are >= 0, so their IEEE bits order like the values): this is the oracle's merge;
 //   5. compaction + bitonic sort by (score desc, key asc) = (score desc, start, end, label); keep M2;
-//   6. detections only: SoftNMS by warp 0 (n <= M2 is small: a warp-wide argmax per pick avoids block barriers),
-//      per class in ascending label order, then the merge by rank counting.
+//   6. detections only: SoftNMS by the whole block. The candidates are partitioned stably by label (rank counting),
+//      so each class is a contiguous group; warp w runs the greedy picks of classes w, w + 16, ... (a window's classes
+//      in parallel, each pick scanning only its own class, a warp-wide argmax per pick with no block barriers), then
+//      all threads merge the per-class picks by rank counting. One window therefore uses 16 warps, not one.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -30,7 +32,7 @@
 namespace gsmt {
 namespace {
 
-constexpr int kThreads = 256;
+constexpr int kThreads = 512;  // 16 warps: one window spreads over more columns and classes (batch-1 latency)
 constexpr int kWarps = kThreads / 32;
 constexpr int kTableBits = kCudaCandidateBits;
 constexpr int kTableSize = kCudaCandidateCapacity;  // distinct candidates per window kept on chip; more -> overflow
@@ -62,7 +64,8 @@ __device__ __forceinline__ bool raw_finite(const uint16_t* p, int64_t i) { retur
 // ---- shared memory layout (bytes), identical on host (launch size) and device ----
 struct Layout {
   size_t foreground, label, selected, columns;                        // phase 1 (candidate generation)
-  size_t nms_start, nms_end, nms_score, nms_pick_score, nms_label, nms_alive, nms_pick;  // phase 3, overlays 1
+  size_t nms_start, nms_end, nms_score, nms_pick_score, nms_label, nms_alive, nms_pick,
+      nms_group_begin;  // phase 3, overlays 1
   size_t keys, scores, total;                                         // hash table, then the sorted candidates
 };
 
@@ -98,6 +101,8 @@ __host__ __device__ inline Layout make_layout(const Params& p) {
   off += align16(n * sizeof(int32_t));
   L.nms_pick = off;
   off += align16(n * sizeof(int32_t));
+  L.nms_group_begin = off;
+  off += align16((n + 1) * sizeof(int32_t));
   const size_t region = phase1 > off ? phase1 : off;
   L.keys = region;
   L.scores = region + kTableSize * sizeof(uint64_t);
@@ -214,113 +219,158 @@ __device__ void warp_long_runs(const float* column, int V, const Params& p, int3
   }
 }
 
-// ---- SoftNMS by one warp (shared by the batched kernel and the standalone op) ----
+// ---- SoftNMS by one block (shared by the batched kernel and the standalone op) ----
+// The caller writes the candidates in partitioned order (partition_position) and synchronises the block. With
+// multiclass NMS that order is stable-sorted by label: one contiguous group per class, classes ascending, members in
+// input order; without it, input order (one group). Positions inside a group order like the input indices, so the
+// index tie-break of nms_better and the merge's position tie-break give the CPU path's pick and output order.
 struct NmsArrays {
-  const double* start;
-  const double* end;
-  double* score;       // current (decayed) scores
-  double* pick_score;  // emitted scores, in pick order
+  double* start;
+  double* end;
+  double* score;        // current (decayed) scores
+  double* pick_score;   // emitted score of slot s
   int32_t* alive;
-  int32_t* pick;       // picked indices, in pick order (per-class runs concatenated)
+  int32_t* pick;        // slot s: partitioned index picked there, or -1. Group g's picks fill its own slots
+                        // [group_begin[g], group_begin[g] + picked) in pick order (a group picks at most its size)
+  int32_t* group_begin;  // groups + 1 entries
 };
 
-template <class Label>
-__device__ __forceinline__ bool nms_pick_before(const NmsArrays& a, const Label* label, int i, int j) {
-  return nms_better<Label>(a.score[i], a.start[i], a.end[i], label[i], i, a.score[j], a.start[j], a.end[j], label[j],
-                           j);
+// Where candidate i goes in the partitioned order; label_of(j) is candidate j's label. O(n) per candidate.
+template <class Label, class LabelOf>
+__device__ __forceinline__ int partition_position(int i, int n, bool multiclass, LabelOf label_of) {
+  if (!multiclass) return i;
+  const Label li = label_of(i);
+  int position = 0;
+  for (int j = 0; j < n; ++j) {
+    const Label lj = label_of(j);
+    position += (lj < li || (lj == li && j < i)) ? 1 : 0;
+  }
+  return position;
 }
 
-// One greedy run over the alive candidates (of class `cls` when `per_class`); returns the new pick count.
+// `true` when group-local candidate i (score si) is picked before candidate j (score sj): nms_better, with the
+// common case (different scores) decided from registers.
 template <class Label>
-__device__ int warp_greedy(const NmsArrays& a, const Label* label, int n, const Params& p, bool per_class, Label cls,
-                           int picked) {
+__device__ __forceinline__ bool pick_before(const double* start, const double* end, const Label* label, int i,
+                                            double si, int j, double sj) {
+  if (si != sj) return si > sj;
+  return nms_better<Label>(si, start[i], end[i], label[i], i, sj, start[j], end[j], label[j], j);
+}
+
+// One greedy run by one warp over the `count` candidates of the group starting at `begin`; returns its pick count.
+template <class Label>
+__device__ int warp_greedy(const NmsArrays& a, const Label* label, int begin, int count, const Params& p) {
   const int lane = threadIdx.x & 31;
   const bool gaussian = p.nms_method == kGaussian;
-  for (int run = 0; run < p.max_detections; ++run) {
+  const double* start = a.start + begin;
+  const double* end = a.end + begin;
+  double* score = a.score + begin;
+  int32_t* alive = a.alive + begin;
+  const Label* group_label = label + begin;
+  int picked = 0;
+  while (picked < p.max_detections) {
     int best = -1;
-    for (int i = lane; i < n; i += 32) {
-      if (!a.alive[i] || (per_class && label[i] != cls)) continue;
-      if (best < 0 || nms_pick_before(a, label, i, best)) best = i;
+    double best_score = 0.0;
+    for (int i = lane; i < count; i += 32) {
+      if (!alive[i]) continue;
+      const double s = score[i];
+      if (best < 0 || pick_before<Label>(start, end, group_label, i, s, best, best_score)) {
+        best = i;
+        best_score = s;
+      }
     }
     // Warp-wide argmax with the same strict total order: every lane ends with the same winner.
     for (int off = 16; off > 0; off >>= 1) {
       const int other = __shfl_xor_sync(kFullMask, best, off);
-      if (other >= 0 && (best < 0 || nms_pick_before(a, label, other, best))) best = other;
+      const double other_score = __shfl_xor_sync(kFullMask, best_score, off);
+      if (other >= 0 && (best < 0 || pick_before<Label>(start, end, group_label, other, other_score, best,
+                                                        best_score))) {
+        best = other;
+        best_score = other_score;
+      }
     }
     if (best < 0) break;
-    const double best_start = a.start[best], best_end = a.end[best], best_score = a.score[best];
+    const double best_start = start[best], best_end = end[best];
     __syncwarp();
     if (lane == 0) {
-      a.pick[picked] = best;
-      a.pick_score[picked] = best_score;
-      a.alive[best] = 0;
+      a.pick[begin + picked] = begin + best;
+      a.pick_score[begin + picked] = best_score;
+      alive[best] = 0;
     }
     ++picked;
     __syncwarp();
-    for (int i = lane; i < n; i += 32) {
-      if (!a.alive[i] || (per_class && label[i] != cls)) continue;
-      const double iou = segment_iou(best_start, best_end, a.start[i], a.end[i]);
-      if (!(gaussian && iou == 0.0)) {
-        a.score[i] = a.score[i] * decay_weight(iou, p.nms_method, p.sigma, p.iou_threshold);
-      }
-      if (!(a.score[i] >= p.min_score)) a.alive[i] = 0;
+    for (int i = lane; i < count; i += 32) {
+      if (!alive[i]) continue;
+      const double iou = segment_iou(best_start, best_end, start[i], end[i]);
+      if (!(gaussian && iou == 0.0)) score[i] = score[i] * decay_weight(iou, p.nms_method, p.sigma, p.iou_threshold);
+      if (!(score[i] >= p.min_score)) alive[i] = 0;
     }
     __syncwarp();
   }
   return picked;
 }
 
-// SoftNMS of n candidates whose arrays are set up (alive[i] = score[i] >= min_score). Calls emit(rank, index,
-// score) for each output rank < returned count, from any lane.
+// SoftNMS of the n partitioned candidates (alive[s] = score[s] >= min_score). Every thread of the block calls it
+// (it synchronises the block). Calls emit(rank, partitioned index, score) once for each output rank < the returned
+// count, from any thread; returns the count to every thread.
 template <class Label, class Emit>
-__device__ int warp_soft_nms(const NmsArrays& a, const Label* label, int n, const Params& p, Emit emit) {
-  const int lane = threadIdx.x & 31;
-  int picked = 0;
+__device__ int block_soft_nms(const NmsArrays& a, const Label* label, int n, const Params& p, Emit emit) {
+  __shared__ int s_groups, s_total;
+  if (n <= 0) return 0;  // block-uniform
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  // Groups: one per class (a new group where the label changes), or everything in one.
+  if (tid == 0) s_total = 0;
   if (!p.multiclass) {
-    picked = warp_greedy<Label>(a, label, n, p, false, Label{}, 0);
-    for (int q = lane; q < picked; q += 32) emit(q, a.pick[q], a.pick_score[q]);
-    return picked;
-  }
-  // Classes in ascending order: the next class is the smallest label above the previous one.
-  bool have_previous = false;
-  Label previous{};
-  while (true) {
-    bool found = false;
-    Label cls{};
-    for (int i = lane; i < n; i += 32) {
-      if ((!have_previous || label[i] > previous) && (!found || label[i] < cls)) {
-        cls = label[i];
-        found = true;
+    if (tid == 0) {
+      a.group_begin[0] = 0;
+      a.group_begin[1] = n;
+      s_groups = 1;
+    }
+  } else {
+    for (int s = tid; s < n; s += kThreads) {
+      if (s > 0 && label[s] == label[s - 1]) continue;
+      int g = 0;
+      for (int q = 1; q <= s; ++q) g += label[q] != label[q - 1] ? 1 : 0;
+      a.group_begin[g] = s;
+      if (label[s] == label[n - 1]) {  // the last group (labels ascend)
+        a.group_begin[g + 1] = n;
+        s_groups = g + 1;
       }
     }
-    for (int off = 16; off > 0; off >>= 1) {
-      const Label other = __shfl_xor_sync(kFullMask, cls, off);
-      const bool other_found = __shfl_xor_sync(kFullMask, found ? 1 : 0, off) != 0;
-      if (other_found && (!found || other < cls)) {
-        cls = other;
-        found = true;
-      }
-    }
-    if (!found) break;
-    picked = warp_greedy<Label>(a, label, n, p, true, cls, picked);
-    previous = cls;
-    have_previous = true;
   }
-  // Merge: rank of each pick in (score desc, start, end, label, position) order, capped at max_detections.
-  __syncwarp();
-  for (int q = lane; q < picked; q += 32) {
-    const int i = a.pick[q];
+  for (int s = tid; s < n; s += kThreads) a.pick[s] = -1;
+  __syncthreads();
+  const int groups = s_groups;
+  for (int g = warp; g < groups; g += kWarps) {
+    const int begin = a.group_begin[g];
+    const int picked = warp_greedy<Label>(a, label, begin, a.group_begin[g + 1] - begin, p);
+    if (lane == 0) atomicAdd(&s_total, picked);
+  }
+  __syncthreads();
+  const int total = s_total;
+  const int kept = total < p.max_detections ? total : p.max_detections;
+  if (!p.multiclass) {  // one group: the output is the pick order
+    for (int q = tid; q < kept; q += kThreads) emit(q, a.pick[q], a.pick_score[q]);
+    return kept;
+  }
+  // Merge: rank of each pick in (score desc, start, end, label, slot) order; slots order like the CPU path's
+  // concatenated per-class positions (groups ascend by label, picks in pick order inside a group).
+  for (int s = tid; s < n; s += kThreads) {
+    const int i = a.pick[s];
+    if (i < 0) continue;
+    const double si = a.pick_score[s];
     int rank = 0;
-    for (int r = 0; r < picked; ++r) {
+    for (int r = 0; r < n && rank < p.max_detections; ++r) {
       const int j = a.pick[r];
-      rank += merge_before<Label>(a.pick_score[r], a.start[j], a.end[j], label[j], r, a.pick_score[q], a.start[i],
-                                  a.end[i], label[i], q)
+      if (j < 0) continue;
+      rank += merge_before<Label>(a.pick_score[r], a.start[j], a.end[j], label[j], r, si, a.start[i], a.end[i],
+                                  label[i], s)
                   ? 1
                   : 0;
     }
-    if (rank < p.max_detections) emit(rank, i, a.pick_score[q]);
+    if (rank < p.max_detections) emit(rank, i, si);
   }
-  return picked < p.max_detections ? picked : p.max_detections;
+  return kept;
 }
 
 // ---- the batched kernel ----
@@ -538,7 +588,8 @@ __global__ void __launch_bounds__(kThreads)
     return;
   }
 
-  // 6. SoftNMS in seconds. The NMS arrays overlay the phase-1 region (dead now).
+  // 6. SoftNMS in seconds, in partitioned order. The NMS arrays overlay the phase-1 region (dead now); the table
+  //    (keys) is still intact.
   NmsArrays a;
   double* start = reinterpret_cast<double*>(smem + L.nms_start);
   double* end = reinterpret_cast<double*>(smem + L.nms_end);
@@ -549,56 +600,59 @@ __global__ void __launch_bounds__(kThreads)
   a.pick_score = reinterpret_cast<double*>(smem + L.nms_pick_score);
   a.alive = reinterpret_cast<int32_t*>(smem + L.nms_alive);
   a.pick = reinterpret_cast<int32_t*>(smem + L.nms_pick);
+  a.group_begin = reinterpret_cast<int32_t*>(smem + L.nms_group_begin);
   const double window_scale = scale[b], window_offset = offset[b];
   for (int i = tid; i < n; i += kThreads) {
     const unsigned long long key = s_keys[i];
-    start[i] = to_seconds(window_offset, window_scale, static_cast<double>(key_start(key)));
-    end[i] = to_seconds(window_offset, window_scale, static_cast<double>(key_end(key) + 1));
-    nms_label[i] = key_label(key);
-    a.score[i] = __longlong_as_double(static_cast<long long>(s_scores[i]));
-    a.alive[i] = a.score[i] >= p.min_score ? 1 : 0;
+    const int s = partition_position<int32_t>(i, n, p.multiclass, [&](int j) { return key_label(s_keys[j]); });
+    start[s] = to_seconds(window_offset, window_scale, static_cast<double>(key_start(key)));
+    end[s] = to_seconds(window_offset, window_scale, static_cast<double>(key_end(key) + 1));
+    nms_label[s] = key_label(key);
+    a.score[s] = __longlong_as_double(static_cast<long long>(s_scores[i]));
+    a.alive[s] = a.score[s] >= p.min_score ? 1 : 0;
   }
   __syncthreads();
-  if (warp != 0) return;
   const int64_t D = p.max_detections;
-  const int kept = warp_soft_nms<int32_t>(a, nms_label, n, p, [&](int rank, int i, double score) {
+  const int kept = block_soft_nms<int32_t>(a, nms_label, n, p, [&](int rank, int i, double score) {
     det_out.segments[(b * D + rank) * 2] = start[i];
     det_out.segments[(b * D + rank) * 2 + 1] = end[i];
     det_out.score[b * D + rank] = score;
     det_out.label[b * D + rank] = nms_label[i];
   });
-  for (int64_t r = kept + lane; r < D; r += 32) {
+  for (int64_t r = kept + tid; r < D; r += kThreads) {
     det_out.segments[(b * D + r) * 2] = 0.0;
     det_out.segments[(b * D + r) * 2 + 1] = 0.0;
     det_out.score[b * D + r] = 0.0;
     det_out.label[b * D + r] = -1;
   }
-  if (lane == 0) {
+  if (tid == 0) {
     det_out.count[b] = kept;
     det_out.status[b] = final_status;
   }
 }
 
-// ---- standalone SoftNMS (host arrays): one warp over arrays in global memory ----
+// ---- standalone SoftNMS (host arrays copied to global memory): one block, the same block_soft_nms ----
 template <class Label>
-__global__ void soft_nms_kernel(const double* segments, const double* scores, const Label* labels, int n,
-                                const Params p, double* start, double* end, double* current, double* pick_score,
-                                int32_t* alive, int32_t* pick, int32_t* out_index, double* out_score,
-                                int32_t* out_count) {
-  const int lane = threadIdx.x & 31;
-  for (int i = lane; i < n; i += 32) {
-    start[i] = segments[2 * i];
-    end[i] = segments[2 * i + 1];
-    current[i] = scores[i];
-    alive[i] = scores[i] >= p.min_score ? 1 : 0;
+__global__ void __launch_bounds__(kThreads)
+    soft_nms_kernel(const double* segments, const double* scores, const Label* labels, int n, const Params p,
+                    NmsArrays a, Label* partitioned_label, int32_t* origin, int32_t* out_index, double* out_score,
+                    int32_t* out_count) {
+  const int tid = threadIdx.x;
+  for (int i = tid; i < n; i += kThreads) {
+    const int s = partition_position<Label>(i, n, p.multiclass, [&](int j) { return labels[j]; });
+    a.start[s] = segments[2 * i];
+    a.end[s] = segments[2 * i + 1];
+    a.score[s] = scores[i];
+    a.alive[s] = scores[i] >= p.min_score ? 1 : 0;
+    partitioned_label[s] = labels[i];
+    origin[s] = i;
   }
-  __syncwarp();
-  NmsArrays a{start, end, current, pick_score, alive, pick};
-  const int kept = warp_soft_nms<Label>(a, labels, n, p, [&](int rank, int i, double score) {
-    out_index[rank] = i;
+  __syncthreads();
+  const int kept = block_soft_nms<Label>(a, partitioned_label, n, p, [&](int rank, int i, double score) {
+    out_index[rank] = origin[i];
     out_score[rank] = score;
   });
-  if (lane == 0) *out_count = kept;
+  if (tid == 0) *out_count = kept;
 }
 
 // Opt a kernel in to `bytes` of dynamic shared memory on `device`, once per (kernel, device, larger size): after
@@ -677,10 +731,12 @@ int64_t soft_nms_cuda(const double* segments, const double* scores, const int64_
                       const Params& params, int64_t* out_index, double* out_score) {
   if (n <= 0) return 0;
   if (n > INT32_MAX / 8) throw std::invalid_argument("too many segments for soft_nms_cuda");
-  // One allocation: inputs, then the work arrays, then the outputs.
+  // One allocation: inputs, then the work arrays (NmsArrays + partitioned labels + origins), then the outputs.
   const size_t N = static_cast<size_t>(n);
   const size_t doubles = N * 2 + N + 4 * N + N;  // segments, scores, start/end/current/pick_score, out_score
-  const size_t bytes = doubles * sizeof(double) + N * sizeof(int64_t) + 3 * N * sizeof(int32_t) + sizeof(int32_t);
+  const size_t int64s = 2 * N;                   // labels, partitioned labels
+  const size_t int32s = 3 * N + (N + 1) + N + 1;  // alive, pick, origin; group_begin; out_index; count
+  const size_t bytes = doubles * sizeof(double) + int64s * sizeof(int64_t) + int32s * sizeof(int32_t);
   char* base = nullptr;
   check_cuda(cudaMalloc(&base, bytes), "cudaMalloc");
   struct Free {
@@ -689,21 +745,25 @@ int64_t soft_nms_cuda(const double* segments, const double* scores, const int64_
   } guard{base};
   double* d_segments = reinterpret_cast<double*>(base);
   double* d_scores = d_segments + 2 * N;
-  double* d_start = d_scores + N;
-  double* d_end = d_start + N;
-  double* d_current = d_end + N;
-  double* d_pick_score = d_current + N;
-  double* d_out_score = d_pick_score + N;
+  NmsArrays a;
+  a.start = d_scores + N;
+  a.end = a.start + N;
+  a.score = a.end + N;
+  a.pick_score = a.score + N;
+  double* d_out_score = a.pick_score + N;
   int64_t* d_labels = reinterpret_cast<int64_t*>(d_out_score + N);
-  int32_t* d_alive = reinterpret_cast<int32_t*>(d_labels + N);
-  int32_t* d_pick = d_alive + N;
-  int32_t* d_out_index = d_pick + N;
+  int64_t* d_partitioned_labels = d_labels + N;
+  a.alive = reinterpret_cast<int32_t*>(d_partitioned_labels + N);
+  a.pick = a.alive + N;
+  int32_t* d_origin = a.pick + N;
+  a.group_begin = d_origin + N;
+  int32_t* d_out_index = a.group_begin + N + 1;
   int32_t* d_count = d_out_index + N;
   check_cuda(cudaMemcpy(d_segments, segments, 2 * N * sizeof(double), cudaMemcpyHostToDevice), "cudaMemcpy");
   check_cuda(cudaMemcpy(d_scores, scores, N * sizeof(double), cudaMemcpyHostToDevice), "cudaMemcpy");
   check_cuda(cudaMemcpy(d_labels, labels, N * sizeof(int64_t), cudaMemcpyHostToDevice), "cudaMemcpy");
-  soft_nms_kernel<int64_t><<<1, 32>>>(d_segments, d_scores, d_labels, static_cast<int>(n), params, d_start, d_end,
-                                      d_current, d_pick_score, d_alive, d_pick, d_out_index, d_out_score, d_count);
+  soft_nms_kernel<int64_t><<<1, kThreads>>>(d_segments, d_scores, d_labels, static_cast<int>(n), params, a,
+                                            d_partitioned_labels, d_origin, d_out_index, d_out_score, d_count);
   check_cuda(cudaGetLastError(), "soft_nms kernel launch");
   int32_t count = 0;
   check_cuda(cudaMemcpy(&count, d_count, sizeof count, cudaMemcpyDeviceToHost), "cudaMemcpy");

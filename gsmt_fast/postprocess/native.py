@@ -29,7 +29,7 @@ CPU threads: the op releases the GIL and splits the windows over ``num_threads``
 all hardware threads); each thread keeps its scratch buffers between calls, so one-window calls allocate nothing.
 
 SoftNMS alone: ``nms.soft_nms(..., backend="cpp")`` calls ``_C.soft_nms_cpu``; ``backend="cuda"`` calls
-``_C.soft_nms_cuda``, which takes the same host arrays, copies them to the current GPU, runs one warp and copies the
+``_C.soft_nms_cuda``, which takes the same host arrays, copies them to the current GPU, runs one block and copies the
 result back (synchronous: for tests and one-off use; the batched op above is the fast GPU path).
 """
 
@@ -335,9 +335,9 @@ def _prepare(probs, masks):
     return False, probs, masks, (probs_dtype, masks_dtype), shape
 
 
-def _cuda_vector(value, batch: int, dtype, device, name: str, num_snippets: int):
-    """valid_len / scale / offset for the CUDA op: device tensors pass through (checked by the kernel), host values
-    are checked here and copied."""
+def _window_vector(value, batch: int, dtype, device, name: str, num_snippets: int):
+    """valid_len / scale / offset, checked: a device tensor stays on the device (as ``dtype``; its values are checked
+    by the kernel), host values are checked here and stay on the host (NumPy)."""
     import torch
 
     if _is_torch(value) and value.is_cuda:
@@ -349,10 +349,16 @@ def _cuda_vector(value, batch: int, dtype, device, name: str, num_snippets: int)
             raise TypeError(f"valid_len must be an integer tensor, got {value.dtype}")
         return value.to(dtype).contiguous()
     if name == "valid_len":
-        host = _host_valid_len(value, batch, num_snippets)
-    else:
-        host = _host_time_map(name, value, batch)
-    return torch.from_numpy(host).to(device=device, dtype=dtype)
+        return _host_valid_len(value, batch, num_snippets)
+    return _host_time_map(name, value, batch)
+
+
+def _cuda_vector(value, batch: int, dtype, device, name: str, num_snippets: int):
+    """valid_len / scale / offset for the CUDA op: :func:`_window_vector`, on the device."""
+    import torch
+
+    checked = _window_vector(value, batch, dtype, device, name, num_snippets)
+    return checked if _is_torch(checked) else torch.from_numpy(checked).to(device=device, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -419,7 +425,7 @@ def window_candidates_batch(
     result = CandidateBatch(start, end, labels, scores, count, status)
     if check and batch:
         _check_cuda_result(result, valid, num_snippets, lambda index: window_candidates_batch(
-            probs[index].cpu(), masks[index].cpu(), valid[index].cpu(), cfg, validate=validate))
+            _take(probs, index), _take(masks, index), _take(valid, index), cfg, validate=validate))
     return result
 
 
@@ -488,27 +494,41 @@ def window_detections_batch(
 def check_detections(result: DetectionBatch, probs, masks, valid_len, scale, offset, cfg: InferenceConfig,
                      validate: bool = True) -> DetectionBatch:
     """The ``check=True`` step of the CUDA :func:`window_detections_batch`, for callers that ran it with
-    ``check=False`` (e.g. replaying a CUDA graph): synchronises, raises on a bad window status, and recomputes
-    windows that overflowed the CUDA op's candidate capacity exactly on the CPU (in place). All arguments are the
-    op's CUDA inputs and outputs."""
+    ``check=False`` (e.g. replaying a CUDA graph): raises on a bad window status, and recomputes windows that
+    overflowed the CUDA op's candidate capacity exactly on the CPU (in place). ``probs``/``masks``/``valid_len``/
+    ``scale``/``offset`` are the op's CUDA inputs; ``result`` is its output, on the device (reading the status
+    synchronises) or already copied to the host as NumPy arrays (patched there, no further device sync)."""
     return _check_cuda_result(result, valid_len, int(masks.shape[-1]), lambda index: window_detections_batch(
-        probs[index].cpu(), masks[index].cpu(), valid_len[index].cpu(), scale[index].cpu(), offset[index].cpu(), cfg,
-        validate=validate))
+        _take(probs, index), _take(masks, index), _take(valid_len, index), _take(scale, index),
+        _take(offset, index), cfg, validate=validate))
+
+
+def _take(x, index: np.ndarray):
+    """Rows ``index`` (NumPy int array) of a device tensor or host array, on the host."""
+    if _is_torch(x):
+        import torch
+
+        return x[torch.from_numpy(index).to(x.device)].cpu()
+    return np.asarray(x)[index]
 
 
 def _check_cuda_result(result, valid_len, num_snippets: int, recompute_on_cpu):
-    """Synchronise on a CUDA op's status, raise on a bad window, and replace the windows that overflowed the op's
-    candidate capacity by ``recompute_on_cpu(index)`` (the same op on the host, exact), in place."""
-    import torch
-
-    host_status = result.status.cpu().numpy()
-    _raise_for_status(host_status, valid_len, num_snippets)
-    overflow = np.flatnonzero(host_status & STATUS_OVERFLOW)
+    """Raise on a bad window status of a CUDA op, and replace the windows that overflowed its candidate capacity by
+    ``recompute_on_cpu(index)`` (the same op on the host, exact; ``index`` a NumPy array), in place. ``result``'s
+    arrays are device tensors (reading the status synchronises) or host NumPy arrays."""
+    status = _to_numpy(result.status)
+    _raise_for_status(status, valid_len, num_snippets)
+    overflow = np.flatnonzero(status & STATUS_OVERFLOW)
     if len(overflow):
-        index = torch.from_numpy(overflow).to(result.status.device)
-        cpu = recompute_on_cpu(index)
+        cpu = recompute_on_cpu(overflow)
         for field in dataclasses.fields(result):
-            getattr(result, field.name)[index] = torch.from_numpy(getattr(cpu, field.name)).to(index.device)
+            target, value = getattr(result, field.name), getattr(cpu, field.name)
+            if _is_torch(target):
+                import torch
+
+                target[torch.from_numpy(overflow).to(target.device)] = torch.from_numpy(value).to(target.device)
+            else:
+                target[overflow] = value
     return result
 
 
