@@ -201,3 +201,34 @@ def test_triton_gpu_back_to_back_forwards_from_host_do_not_race(tmp_path):
         torch.cuda.synchronize()
         torch.testing.assert_close(probs, alone_probs, rtol=0, atol=0)
         torch.testing.assert_close(masks, alone_masks, rtol=0, atol=0)
+
+
+@gpu
+def test_triton_gpu_window_values_from_host_or_device_and_results_on_device(tmp_path):
+    """valid_len/scale/offset as host arrays (one pinned copy per call) or as device tensors, detections copied to
+    the host or kept on the device: the same detections. Two calls in a row without a synchronisation get their
+    own values (scale and offset doubled: every second doubles exactly, IoUs are unchanged). A bad device
+    valid_len is caught by the status check after the replay."""
+    from gsmt_fast.config import InferenceConfig
+
+    _, backend = _gpu_backend(tmp_path, precision="fp32")
+    cfg = InferenceConfig()
+    rng = np.random.default_rng(3)
+    x = torch.from_numpy(rng.standard_normal((3, 64, 96)).astype(np.float32)).cuda()
+    n, scale, offset = np.array([64, 30, 5]), np.array([0.5, 1.0, 2.0]), np.array([0.0, 3.0, -1.0])
+    host = backend.detect_windows(x, n, scale, offset, cfg).as_list()
+    assert sum(len(h[0]) for h in host) > 0
+    on_device = [torch.from_numpy(a).cuda() for a in (n, scale, offset)]
+    device = backend.detect_windows(x, *on_device, cfg, to_host=False).to_host().as_list()
+    first = backend.detect_windows(x, n, scale, offset, cfg, to_host=False)
+    second = backend.detect_windows(x, n, scale * 2, offset * 2, cfg, to_host=False)
+    first, second = first.to_host().as_list(), second.to_host().as_list()
+    for h, d, f, s in zip(host, device, first, second):
+        for other in (d, f):
+            for a, b in zip(h, other):
+                np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(s[0], h[0] * 2)
+        np.testing.assert_array_equal(s[1], h[1])
+        np.testing.assert_array_equal(s[2], h[2])
+    with pytest.raises(ValueError, match=r"valid_len must be in \[1, T=64\], got 0 \(window 1\)"):
+        backend.detect_windows(x, torch.tensor([64, 0, 5]).cuda(), scale, offset, cfg)

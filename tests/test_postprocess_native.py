@@ -311,6 +311,36 @@ def test_no_candidate_window():
     assert dets.count.tolist() == [0, 0] and [len(d[0]) for d in dets.as_list()] == [0, 0]
 
 
+@pytest.mark.parametrize("as_torch", [False, True])
+def test_check_detections_recomputes_overflowed_windows_and_raises(as_torch):
+    """The status step shared by the CUDA op (check=True) and the triton backend's graph replay, on results copied
+    to the host (NumPy) or held as tensors: windows flagged as overflowed are replaced by the CPU op's exact
+    detections, unflagged windows are left as they are, and a bad window status raises with its window."""
+    import torch
+
+    probs, masks, valid = make_batch(4, 3, 4, 30, "blocky")
+    cfg = InferenceConfig()
+    scale, offset = np.array([0.5, 1.0, 2.0]), np.array([0.0, 3.0, -1.0])
+    exact = native.window_detections_batch(probs, masks, valid, scale, offset, cfg)
+    assert exact.count[1] > 1
+    damaged = exact.map(np.copy)
+    damaged.segments[1], damaged.scores[1], damaged.labels[1] = 7.0, 0.5, 9
+    damaged.count[1], damaged.status[1] = 1, native.STATUS_OVERFLOW
+    damaged.scores[0, 0] += 1.0  # not flagged: must stay
+    if as_torch:
+        damaged = damaged.map(torch.from_numpy)
+    inputs = tuple(torch.from_numpy(a) for a in (probs, masks, valid, scale, offset))
+    assert native.check_detections(damaged, *inputs, cfg) is damaged
+    for name in ("segments", "scores", "labels", "count", "status"):
+        got, want = native._to_numpy(getattr(damaged, name)), getattr(exact, name)
+        np.testing.assert_array_equal(got[1:], want[1:])
+    assert native._to_numpy(damaged.scores)[0, 0] == exact.scores[0, 0] + 1.0
+    bad = exact.map(np.copy)
+    bad.status[2] = native.STATUS_BAD_VALID_LEN
+    with pytest.raises(ValueError, match=r"valid_len must be in \[1, T=30\], got \d+ \(window 2\)"):
+        native.check_detections(bad, *inputs, cfg)
+
+
 def test_inputs_as_torch_noncontiguous_and_threads(exact_exp):
     import torch
 

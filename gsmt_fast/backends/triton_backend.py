@@ -71,25 +71,54 @@ def _next_pow2(n: int) -> int:
 
 
 class _GraphBucket:
-    """A captured forward + post-processing for ``size`` windows: static inputs, the graph, static outputs."""
+    """A captured forward + post-processing for ``size`` windows: static inputs, the graph, static outputs, and the
+    pinned host buffers that carry the per-window values in and the detections out with one copy each way."""
 
     def __init__(self, backend: TritonBackend, size: int, cfg: InferenceConfig):
         t, d = backend.model_cfg.temporal_scale, backend.model_cfg.input_dim
         dev = backend.device
         self.size = size
         self.x = torch.zeros((size, t, d), dtype=backend.dtype, device=dev)  # the copy into it casts
-        self.valid = torch.full((size,), t, dtype=torch.int32, device=dev)
-        self.scale = torch.ones(size, dtype=torch.float64, device=dev)
-        self.offset = torch.zeros(size, dtype=torch.float64, device=dev)
+        # valid_len, scale, offset as rows of one float64 array: one host-to-device copy per call; the graph casts
+        # valid_len to int32 (exact: valid_len <= T < 2^20).
+        self.window_values_host = torch.empty((3, size), dtype=torch.float64, pin_memory=True)
+        self.window_values = torch.zeros((3, size), dtype=torch.float64, device=dev)
+        self.window_values[0] = t
+        self.window_values[1] = 1.0
+        self.window_values_copied = None  # CUDA event: window_values_host may be rewritten once it has passed
         side = torch.cuda.Stream(dev)
         side.wait_stream(torch.cuda.current_stream(dev))
         with torch.cuda.stream(side):  # warm-up: compiles the kernels outside the capture
             for _ in range(2):
-                backend._pipeline(self.x, self.valid, self.scale, self.offset, cfg)
+                self._run(backend, cfg)
         torch.cuda.current_stream(dev).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            self.probs, self.masks, self.result = backend._pipeline(self.x, self.valid, self.scale, self.offset, cfg)
+            self.valid, self.probs, self.masks, self.result = self._run(backend, cfg)
+        # The detections come back through pinned buffers: asynchronous copies of every field, one synchronisation.
+        self.result_host = self.result.map(lambda a: torch.empty(a.shape, dtype=a.dtype, pin_memory=True))
+
+    def _run(self, backend: TritonBackend, cfg: InferenceConfig):
+        valid = self.window_values[0].to(torch.int32)
+        return (valid, *backend._pipeline(self.x, valid, self.window_values[1], self.window_values[2], cfg))
+
+    def set_window_values(self, n: int, valid, scale, offset) -> None:
+        """Rows ``[:n]`` from host arrays (one pinned copy); the padding windows get one snippet, scale 1, offset 0."""
+        if self.window_values_copied is not None:
+            self.window_values_copied.synchronize()  # the previous call's copy may still be reading the buffer
+        host = self.window_values_host.numpy()
+        host[0, :n], host[1, :n], host[2, :n] = valid, scale, offset
+        host[0, n:], host[1, n:], host[2, n:] = 1.0, 1.0, 0.0
+        self.window_values.copy_(self.window_values_host, non_blocking=True)
+        self.window_values_copied = torch.cuda.Event()
+        self.window_values_copied.record(torch.cuda.current_stream(self.window_values.device))
+
+    def fetch(self, n: int) -> native.DetectionBatch:
+        """The first ``n`` windows' detections as NumPy arrays (copies: the buffers are reused by the next call)."""
+        for name in self.result.__dataclass_fields__:
+            getattr(self.result_host, name)[:n].copy_(getattr(self.result, name)[:n], non_blocking=True)
+        torch.cuda.current_stream(self.x.device).synchronize()
+        return self.result_host.map(lambda a: a[:n].numpy().copy())
 
 
 class TritonBackend(ExtensionPostprocessing, Backend):
@@ -214,10 +243,16 @@ class TritonBackend(ExtensionPostprocessing, Backend):
                                                     np.asarray(offset), cfg)
             return result.to_host() if to_host else result
         b = len(windows)
-        t = self.model_cfg.temporal_scale  # checked and put on the device as the CUDA post-processing op takes them
-        valid = native._cuda_vector(valid_len, b, torch.int32, self.device, "valid_len", t)
-        scale = native._cuda_vector(scale, b, torch.float64, self.device, "scale", t)
-        offset = native._cuda_vector(offset, b, torch.float64, self.device, "offset", t)
+        t = self.model_cfg.temporal_scale
+        # Checked here as the CUDA post-processing op checks them; host values stay on the host (they reach the
+        # graph in each bucket's one pinned copy), device tensors stay on the device.
+        valid = native._window_vector(valid_len, b, torch.int32, self.device, "valid_len", t)
+        scale = native._window_vector(scale, b, torch.float64, self.device, "scale", t)
+        offset = native._window_vector(offset, b, torch.float64, self.device, "offset", t)
+        values_on_device = any(isinstance(v, torch.Tensor) for v in (valid, scale, offset))
+        if values_on_device:  # a mix of host and device values all go to the device
+            valid, scale, offset = (v if isinstance(v, torch.Tensor) else torch.from_numpy(v).to(self.device)
+                                    for v in (valid, scale, offset))
         chunks = [(start, min(b, start + self.max_batch)) for start in range(0, b, self.max_batch)]
         main = torch.cuda.current_stream(self.device)
         on_device = isinstance(windows, torch.Tensor) and windows.is_cuda
@@ -254,15 +289,23 @@ class TritonBackend(ExtensionPostprocessing, Backend):
                 released[i % len(stages)].record(main)
             if n < bucket.size:  # padding windows: one zero snippet each, results dropped
                 bucket.x[n:].zero_()
-                bucket.valid[n:].fill_(1)
-            bucket.valid[:n].copy_(valid[start:stop], non_blocking=True)
-            bucket.scale[:n].copy_(scale[start:stop], non_blocking=True)
-            bucket.offset[:n].copy_(offset[start:stop], non_blocking=True)
+            if values_on_device:
+                for row, values in enumerate((valid, scale, offset)):
+                    bucket.window_values[row, :n].copy_(values[start:stop])
+                for row, pad in enumerate((1.0, 1.0, 0.0)):  # padding windows: one snippet, scale 1, offset 0
+                    bucket.window_values[row, n:].fill_(pad)
+            else:
+                bucket.set_window_values(n, valid[start:stop], scale[start:stop], offset[start:stop])
             bucket.graph.replay()
-            native.check_detections(bucket.result, bucket.probs, bucket.masks, bucket.valid, bucket.scale,
-                                    bucket.offset, cfg)
-            part = bucket.result.map(lambda a, n=n: a[:n])
-            parts.append(part.to_host() if to_host else part.map(torch.clone))  # the graph reuses its outputs
+            inputs = (bucket.probs[:n], bucket.masks[:n], bucket.valid[:n], bucket.window_values[1, :n],
+                      bucket.window_values[2, :n])
+            if to_host:
+                # All outputs come back with one synchronisation; the status is checked on the host copy.
+                parts.append(native.check_detections(bucket.fetch(n), *inputs, cfg))
+            else:
+                device_part = bucket.result.map(lambda a, n=n: a[:n])
+                native.check_detections(device_part, *inputs, cfg)
+                parts.append(device_part.map(torch.clone))  # the graph reuses its outputs
         return native.DetectionBatch.concat(parts)
 
     def _device_stages(self, rows: int, count: int) -> list[torch.Tensor]:
