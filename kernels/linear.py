@@ -194,7 +194,9 @@ def _block_sizes(M: int, N: int, K: int, dtype: torch.dtype) -> tuple[int, int, 
     """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages); powers of two >= 16 (tl.dot's minimum on the GPU).
 
     On the GPU the blocks depend on the shape only through N <= 64 (a narrow output such as N=40 would waste most
-    of a 128-wide tile), so that few kernel variants get compiled.
+    of a 128-wide tile) and M <= 1024 (a few windows: batch-1 latency), so that few kernel variants get compiled.
+    At M = 256 (one window of 256 snippets) 128x256 tiles give 4 programs for N = 512 on 132 SMs; 64x64 tiles give
+    32. Not yet timed on a GPU (bench/bench_triton.py's batch-1 breakdown, ``forward_eager``, measures it).
     """
     if interpreted():
         def fit(n: int, cap: int) -> int:
@@ -203,6 +205,8 @@ def _block_sizes(M: int, N: int, K: int, dtype: torch.dtype) -> tuple[int, int, 
         return fit(M, 128), fit(N, 128), fit(K, 128), 4, 1
     if dtype == torch.float32:
         return 128, 128, 32, 8, 2
+    if M <= 1024:
+        return 64, 64, 64, 4, 3
     if N <= 64:
         return 128, 64, 64, 4, 3
     return 128, (256 if N > 128 else 128), 64, 8, 3

@@ -204,7 +204,7 @@ def _pow2_block(size: int, cap: int) -> int:
 
 
 def _tile_config(rows: int, cols: int, reduction: int, dtype: torch.dtype, names: tuple[str, str, str],
-                 few_cols: bool = False) -> dict:
+                 few_cols: bool = False, batch: int = 1 << 30) -> dict:
     """Launch config of a GEMM-like kernel: its three block sizes (output rows, output columns, reduction) under
     ``names``, plus num_warps/num_stages on the GPU. ``few_cols``: a narrow 16-bit output (<= 64 columns) takes
     64-row tiles, i.e. more programs.
@@ -213,11 +213,15 @@ def _tile_config(rows: int, cols: int, reduction: int, dtype: torch.dtype, names
     461 TFLOP/s and conv2 397 (64-row or 64-channel tiles and 4 warps: 290-440), and the projection's full masks 192
     TFLOP/s (750 GB/s of fp16 masks: K = Cm is short, so the epilogue weighs); a few gathered columns (M <= 64) prefer
     64x64 tiles. fp32 (IEEE, no tensor cores) is best at 128x64x32 tiles and 4 warps (~23 TFLOP/s) in both kernels.
+    A few windows (``batch * rows <= 1024``, batch-1 latency) take 64x64 tiles for 4x more programs (one window of
+    256 snippets: 16 instead of 4); not yet timed on a GPU.
     """
     if interpreted():
         caps, launch = (128, 128, 128), {}
     elif dtype == torch.float32:
         caps, launch = (128, 64, 32), dict(num_warps=4, num_stages=3)
+    elif batch * rows <= 1024:
+        caps, launch = (64, 64, 64), dict(num_warps=4, num_stages=3)
     elif few_cols:
         caps, launch = (64, 128, 64), dict(num_warps=4, num_stages=3)
     else:
@@ -231,7 +235,7 @@ def _conv3_bias_relu(x: torch.Tensor, w_taps: torch.Tensor, bias: torch.Tensor, 
     batch, length, c_in = x.shape
     c_out = w_taps.shape[1]
     y = torch.empty((batch, length, c_out), dtype=x.dtype, device=x.device)
-    config = _tile_config(length, c_out, c_in, x.dtype, ("BLOCK_T", "BLOCK_N", "BLOCK_K"))
+    config = _tile_config(length, c_out, c_in, x.dtype, ("BLOCK_T", "BLOCK_N", "BLOCK_K"), batch=batch)
     grid = (batch * triton.cdiv(length, config["BLOCK_T"]) * triton.cdiv(c_out, config["BLOCK_N"]),)
     _conv3_bias_relu_kernel[grid](
         x, w_taps, bias, y,
@@ -331,7 +335,8 @@ def mask_head(e, w1, b1, w2, b2, w3, b3, *, columns=None, out_dtype=None, out=No
     h1 = _conv3_bias_relu(e, w1_taps, b1, precision)
     h2 = _conv3_bias_relu(h1, w2_taps, b2, precision)
 
-    config = _tile_config(length, n_cols, c_m, h2.dtype, ("BLOCK_I", "BLOCK_J", "BLOCK_K"), few_cols=n_cols <= 64)
+    config = _tile_config(length, n_cols, c_m, h2.dtype, ("BLOCK_I", "BLOCK_J", "BLOCK_K"), few_cols=n_cols <= 64,
+                          batch=batch)
     grid = (batch * triton.cdiv(length, config["BLOCK_I"]) * triton.cdiv(n_cols, config["BLOCK_J"]),)
     gather = columns is not None
     _mask_projection_kernel[grid](
