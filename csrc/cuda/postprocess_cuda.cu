@@ -41,6 +41,9 @@ constexpr uint64_t kEmptyKey = ~uint64_t{0};  // never a real key: start < 2^20 
 
 static_assert(kTableSize == (1 << kTableBits), "table size must be a power of two");
 static_assert(kTableSize % kThreads == 0, "compaction walks the table in block-sized chunks");
+static_assert(kWarps >= 8, "Layout uses 8 column buffers for long windows");
+static_assert(kTableSize * sizeof(uint64_t) >= (kTableSize + 1) * sizeof(int32_t),
+              "SoftNMS group starts reuse the table's key array");
 
 void check_cuda(cudaError_t error, const char* what) {
   if (error != cudaSuccess) {
@@ -63,9 +66,9 @@ __device__ __forceinline__ bool raw_finite(const uint16_t* p, int64_t i) { retur
 
 // ---- shared memory layout (bytes), identical on host (launch size) and device ----
 struct Layout {
+  int column_warps;                                                   // warps that hold a column each (phase 3)
   size_t foreground, label, selected, columns;                        // phase 1 (candidate generation)
-  size_t nms_start, nms_end, nms_score, nms_pick_score, nms_label, nms_alive, nms_pick,
-      nms_group_begin;  // phase 3, overlays 1
+  size_t nms_start, nms_end, nms_score, nms_pick_score, nms_label, nms_alive, nms_pick;  // phase 3, overlays 1
   size_t keys, scores, total;                                         // hash table, then the sorted candidates
 };
 
@@ -82,8 +85,11 @@ __host__ __device__ inline Layout make_layout(const Params& p) {
   off += align16(T * sizeof(int32_t));
   L.selected = off;
   off += align16((m1 > 0 ? m1 : 1) * sizeof(int32_t));
+  // Every warp holds a column for windows up to 1024 snippets; longer windows use 8 column buffers (the old
+  // footprint), so the longest window that fits in shared memory stays ~4,100 snippets, not ~2,300.
+  L.column_warps = T <= 1024 ? kWarps : 8;
   L.columns = off;
-  off += align16(kWarps * T * sizeof(float));
+  off += align16(static_cast<size_t>(L.column_warps) * T * sizeof(float));
   const size_t phase1 = off;
   const size_t n = static_cast<size_t>(p.pre_nms_topk < kTableSize ? p.pre_nms_topk : kTableSize);
   off = 0;
@@ -101,8 +107,6 @@ __host__ __device__ inline Layout make_layout(const Params& p) {
   off += align16(n * sizeof(int32_t));
   L.nms_pick = off;
   off += align16(n * sizeof(int32_t));
-  L.nms_group_begin = off;
-  off += align16((n + 1) * sizeof(int32_t));
   const size_t region = phase1 > off ? phase1 : off;
   L.keys = region;
   L.scores = region + kTableSize * sizeof(uint64_t);
@@ -500,7 +504,7 @@ __global__ void __launch_bounds__(kThreads)
 
   // 3-4. one warp per selected column.
   float* column = s_columns + static_cast<int64_t>(warp) * T;
-  for (int j = warp; j < M1; j += kWarps) {
+  for (int j = warp; warp < L.column_warps && j < M1; j += L.column_warps) {
     const int t = s_selected[j];
     const int32_t label = s_label[t];
     const float prob = load_value(P, label * T + t);
@@ -588,8 +592,8 @@ __global__ void __launch_bounds__(kThreads)
     return;
   }
 
-  // 6. SoftNMS in seconds, in partitioned order. The NMS arrays overlay the phase-1 region (dead now); the table
-  //    (keys) is still intact.
+  // 6. SoftNMS in seconds, in partitioned order. The NMS arrays overlay the phase-1 region (dead now); the table is
+  //    read by the loop below, then its key array holds the class groups' starts.
   NmsArrays a;
   double* start = reinterpret_cast<double*>(smem + L.nms_start);
   double* end = reinterpret_cast<double*>(smem + L.nms_end);
@@ -600,7 +604,7 @@ __global__ void __launch_bounds__(kThreads)
   a.pick_score = reinterpret_cast<double*>(smem + L.nms_pick_score);
   a.alive = reinterpret_cast<int32_t*>(smem + L.nms_alive);
   a.pick = reinterpret_cast<int32_t*>(smem + L.nms_pick);
-  a.group_begin = reinterpret_cast<int32_t*>(smem + L.nms_group_begin);
+  a.group_begin = reinterpret_cast<int32_t*>(s_keys);  // the table is dead once the loop below has read it
   const double window_scale = scale[b], window_offset = offset[b];
   for (int i = tid; i < n; i += kThreads) {
     const unsigned long long key = s_keys[i];
@@ -631,24 +635,21 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// ---- standalone SoftNMS (host arrays copied to global memory): one block, the same block_soft_nms ----
+// ---- standalone SoftNMS (host arrays): one block, the same block_soft_nms. The host has partitioned the inputs
+// (stable by label for multiclass NMS, as soft_nms_core does); origin maps a partitioned position to its input. ----
 template <class Label>
 __global__ void __launch_bounds__(kThreads)
-    soft_nms_kernel(const double* segments, const double* scores, const Label* labels, int n, const Params p,
-                    NmsArrays a, Label* partitioned_label, int32_t* origin, int32_t* out_index, double* out_score,
-                    int32_t* out_count) {
+    soft_nms_kernel(const double* segments, const double* scores, const Label* labels, const int32_t* origin, int n,
+                    const Params p, NmsArrays a, int32_t* out_index, double* out_score, int32_t* out_count) {
   const int tid = threadIdx.x;
   for (int i = tid; i < n; i += kThreads) {
-    const int s = partition_position<Label>(i, n, p.multiclass, [&](int j) { return labels[j]; });
-    a.start[s] = segments[2 * i];
-    a.end[s] = segments[2 * i + 1];
-    a.score[s] = scores[i];
-    a.alive[s] = scores[i] >= p.min_score ? 1 : 0;
-    partitioned_label[s] = labels[i];
-    origin[s] = i;
+    a.start[i] = segments[2 * i];
+    a.end[i] = segments[2 * i + 1];
+    a.score[i] = scores[i];
+    a.alive[i] = scores[i] >= p.min_score ? 1 : 0;
   }
   __syncthreads();
-  const int kept = block_soft_nms<Label>(a, partitioned_label, n, p, [&](int rank, int i, double score) {
+  const int kept = block_soft_nms<Label>(a, labels, n, p, [&](int rank, int i, double score) {
     out_index[rank] = origin[i];
     out_score[rank] = score;
   });
@@ -657,15 +658,35 @@ __global__ void __launch_bounds__(kThreads)
 
 // Opt a kernel in to `bytes` of dynamic shared memory on `device`, once per (kernel, device, larger size): after
 // the first (warm-up) call no CUDA API call but the launch remains, which keeps the op capturable in a CUDA graph.
-void allow_shared_memory(const void* kernel, int device, size_t bytes) {
+// Throws a clear error when the dynamic size plus the kernel's static shared memory exceeds the device's limit.
+void allow_shared_memory(const void* kernel, int device, size_t bytes, int64_t T) {
+  struct Allowed {
+    size_t dynamic = 0, static_bytes = 0, optin = 0;
+    bool known = false;
+  };
   static std::mutex mutex;
-  static std::map<std::pair<const void*, int>, size_t> allowed;
+  static std::map<std::pair<const void*, int>, Allowed> allowed;
   std::lock_guard<std::mutex> lock(mutex);
-  size_t& current = allowed[{kernel, device}];
-  if (bytes <= current) return;
+  Allowed& entry = allowed[{kernel, device}];
+  if (!entry.known) {
+    cudaFuncAttributes attributes{};
+    int optin = 0;
+    check_cuda(cudaFuncGetAttributes(&attributes, kernel), "cudaFuncGetAttributes");
+    check_cuda(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
+               "cudaDeviceGetAttribute");
+    entry.static_bytes = attributes.sharedSizeBytes;
+    entry.optin = static_cast<size_t>(optin);
+    entry.known = true;
+  }
+  if (bytes <= entry.dynamic) return;
+  if (bytes + entry.static_bytes > entry.optin) {
+    throw std::invalid_argument("window too large for the CUDA post-processing: needs " +
+                                std::to_string(bytes + entry.static_bytes) + " bytes of shared memory per block (T=" +
+                                std::to_string(T) + "), the device has " + std::to_string(entry.optin));
+  }
   check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)),
              "cudaFuncSetAttribute");
-  current = bytes;
+  entry.dynamic = bytes;
 }
 
 template <bool kDetections>
@@ -675,16 +696,10 @@ void launch(const void* probs, DType probs_dtype, const void* masks, DType masks
   if (batch <= 0) return;
   if (batch > INT32_MAX) throw std::invalid_argument("batch too large for one CUDA launch");
   const size_t shared = make_layout(params).total;
-  int device = 0, optin = 0;
+  int device = 0;
   check_cuda(cudaGetDevice(&device), "cudaGetDevice");
-  check_cuda(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), "cudaDeviceGetAttribute");
-  if (shared > static_cast<size_t>(optin)) {
-    throw std::invalid_argument("window too large for the CUDA post-processing: needs " + std::to_string(shared) +
-                                " bytes of shared memory per block (T=" + std::to_string(params.T) +
-                                "), the device has " + std::to_string(optin));
-  }
   auto run = [&](auto kernel, auto typed_probs, auto typed_masks) {
-    allow_shared_memory(reinterpret_cast<const void*>(kernel), device, shared);
+    allow_shared_memory(reinterpret_cast<const void*>(kernel), device, shared, params.T);
     kernel<<<static_cast<unsigned>(batch), kThreads, shared, static_cast<cudaStream_t>(stream)>>>(
         typed_probs, typed_masks, valid_len, scale, offset, params, cand_out, det_out);
     check_cuda(cudaGetLastError(), "postprocess kernel launch");
@@ -731,12 +746,25 @@ int64_t soft_nms_cuda(const double* segments, const double* scores, const int64_
                       const Params& params, int64_t* out_index, double* out_score) {
   if (n <= 0) return 0;
   if (n > INT32_MAX / 8) throw std::invalid_argument("too many segments for soft_nms_cuda");
-  // One allocation: inputs, then the work arrays (NmsArrays + partitioned labels + origins), then the outputs.
   const size_t N = static_cast<size_t>(n);
+  // Partition on the host: stable by label for multiclass NMS (one contiguous group per class), else input order.
+  std::vector<int32_t> origin(N);
+  for (size_t i = 0; i < N; ++i) origin[i] = static_cast<int32_t>(i);
+  if (params.multiclass) {
+    std::stable_sort(origin.begin(), origin.end(), [labels](int32_t x, int32_t y) { return labels[x] < labels[y]; });
+  }
+  std::vector<double> host_segments(2 * N), host_scores(N);
+  std::vector<int64_t> host_labels(N);
+  for (size_t s = 0; s < N; ++s) {
+    host_segments[2 * s] = segments[2 * origin[s]];
+    host_segments[2 * s + 1] = segments[2 * origin[s] + 1];
+    host_scores[s] = scores[origin[s]];
+    host_labels[s] = labels[origin[s]];
+  }
+  // One allocation: inputs, then the work arrays (NmsArrays), then the outputs.
   const size_t doubles = N * 2 + N + 4 * N + N;  // segments, scores, start/end/current/pick_score, out_score
-  const size_t int64s = 2 * N;                   // labels, partitioned labels
-  const size_t int32s = 3 * N + (N + 1) + N + 1;  // alive, pick, origin; group_begin; out_index; count
-  const size_t bytes = doubles * sizeof(double) + int64s * sizeof(int64_t) + int32s * sizeof(int32_t);
+  const size_t int32s = N + 2 * N + (N + 1) + N + 1;  // origin; alive, pick; group_begin; out_index; count
+  const size_t bytes = doubles * sizeof(double) + N * sizeof(int64_t) + int32s * sizeof(int32_t);
   char* base = nullptr;
   check_cuda(cudaMalloc(&base, bytes), "cudaMalloc");
   struct Free {
@@ -752,18 +780,19 @@ int64_t soft_nms_cuda(const double* segments, const double* scores, const int64_
   a.pick_score = a.score + N;
   double* d_out_score = a.pick_score + N;
   int64_t* d_labels = reinterpret_cast<int64_t*>(d_out_score + N);
-  int64_t* d_partitioned_labels = d_labels + N;
-  a.alive = reinterpret_cast<int32_t*>(d_partitioned_labels + N);
+  int32_t* d_origin = reinterpret_cast<int32_t*>(d_labels + N);
+  a.alive = d_origin + N;
   a.pick = a.alive + N;
-  int32_t* d_origin = a.pick + N;
-  a.group_begin = d_origin + N;
+  a.group_begin = a.pick + N;
   int32_t* d_out_index = a.group_begin + N + 1;
   int32_t* d_count = d_out_index + N;
-  check_cuda(cudaMemcpy(d_segments, segments, 2 * N * sizeof(double), cudaMemcpyHostToDevice), "cudaMemcpy");
-  check_cuda(cudaMemcpy(d_scores, scores, N * sizeof(double), cudaMemcpyHostToDevice), "cudaMemcpy");
-  check_cuda(cudaMemcpy(d_labels, labels, N * sizeof(int64_t), cudaMemcpyHostToDevice), "cudaMemcpy");
-  soft_nms_kernel<int64_t><<<1, kThreads>>>(d_segments, d_scores, d_labels, static_cast<int>(n), params, a,
-                                            d_partitioned_labels, d_origin, d_out_index, d_out_score, d_count);
+  check_cuda(cudaMemcpy(d_segments, host_segments.data(), 2 * N * sizeof(double), cudaMemcpyHostToDevice),
+             "cudaMemcpy");
+  check_cuda(cudaMemcpy(d_scores, host_scores.data(), N * sizeof(double), cudaMemcpyHostToDevice), "cudaMemcpy");
+  check_cuda(cudaMemcpy(d_labels, host_labels.data(), N * sizeof(int64_t), cudaMemcpyHostToDevice), "cudaMemcpy");
+  check_cuda(cudaMemcpy(d_origin, origin.data(), N * sizeof(int32_t), cudaMemcpyHostToDevice), "cudaMemcpy");
+  soft_nms_kernel<int64_t><<<1, kThreads>>>(d_segments, d_scores, d_labels, d_origin, static_cast<int>(n), params, a,
+                                            d_out_index, d_out_score, d_count);
   check_cuda(cudaGetLastError(), "soft_nms kernel launch");
   int32_t count = 0;
   check_cuda(cudaMemcpy(&count, d_count, sizeof count, cudaMemcpyDeviceToHost), "cudaMemcpy");
