@@ -29,7 +29,8 @@ CUDA graphs: one graph per (bucket size, inference settings); a batch of B windo
 power-of-two bucket ≥ B (at most ``max_batch``; larger batches run in chunks), padded with empty windows whose
 results are dropped. Host features are staged through a pinned buffer and copied asynchronously on a side stream,
 so the copy of chunk i+1 overlaps the graph of chunk i. Features already on the GPU are copied device-to-device into
-the graph's input.
+the graph's input. Host valid_len/scale/offset reach the graph in one pinned copy per call, and the detections come
+back through pinned buffers with one synchronisation; the window statuses are checked on that host copy.
 
 Under ``TRITON_INTERPRET=1`` (set before triton is imported) the same kernels run on the CPU through Triton's
 interpreter — slowly, without graphs, with the C++ CPU post-processing — which is how CI tests this backend.
