@@ -20,7 +20,8 @@ Steps (each logged to RESULTS_DIR/<step>.log, with its own timeout; total under 
   bench_postprocess bench/bench_postprocess.py (CUDA post-processing throughput)
   bench_kernels     bench/kernels/bench_*.py: each Triton kernel vs eager PyTorch and torch.compile
   bench             bench/run.py --device cuda (Detector.detect from host features, torch and triton backends)
-Then RESULTS_DIR/summary.txt with PASS/FAIL/TIMEOUT/SKIP per step; exit status 1 if any step failed.
+Then RESULTS_DIR/summary.txt with PASS/FAIL/TIMEOUT/SKIP per step and the issues' targets (bench/issue_targets.py:
+MET / NOT MET / NOT MEASURED from the JSON the steps wrote); exit status 1 if any step failed.
 
 .gpu_assets/ (git-ignored; pass it in the device tool's `carry`; build it with `python bench/make_gpu_assets.py`,
 ~7 min on 2 cores): thumos/ and anet/ benchmark folders holding the validation videos of `gsmt-fast synth --profile
@@ -241,5 +242,7 @@ TOTAL=$(( $(date +%s) - START ))
     printf '%-18s %-22s %s\n' "${STEPS[$i]}" "${RESULTS[$i]}" "${SECONDS_TAKEN[$i]}"
   done
   echo "total ${TOTAL} s; logs, JSON and plots in $RESULTS_DIR"
+  echo
+  "$PY" bench/issue_targets.py "$RESULTS_DIR" 2>&1
 } | tee "$RESULTS_DIR/summary.txt"
 exit "$FAILED"

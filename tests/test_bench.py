@@ -14,6 +14,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
 
 import common  # noqa: E402
+import issue_targets  # noqa: E402
 import peer_actionformer  # noqa: E402
 import run as bench_run  # noqa: E402
 
@@ -95,6 +96,44 @@ def test_gpu_check_help():
                          timeout=30)
     assert out.returncode == 0
     assert "Usage: bash bench/gpu_check.sh RESULTS_DIR" in out.stdout and "--dry-run" in out.stdout
+
+
+def test_issue_targets_verdicts_at_and_around_each_threshold(tmp_path):
+    """bench/issue_targets.py on hand-written benchmark JSON: a value exactly at a limit meets it, one just past it
+    does not, a missing file or row is NOT MEASURED, and only an H100 run counts."""
+    (tmp_path / "bench_triton.json").write_text(json.dumps({"device": "NVIDIA H100 80GB HBM3", "rows": [
+        {"backend": "reference", "precision": "fp32", "batch": 8, "videos_per_s": 60.0, "p50_ms": 130.0},
+        {"backend": "triton", "precision": "fp16", "batch": 256, "videos_per_s": 49_999.0, "p50_ms": 5.1,
+         "speedup_vs_reference": 833.3},
+        {"backend": "triton", "precision": "fp16", "batch": 1024, "videos_per_s": 50_000.0, "p50_ms": 20.5,
+         "speedup_vs_reference": 49.9},
+        {"backend": "triton", "precision": "fp16", "batch": 1, "videos_per_s": 1000.0, "p50_ms": 1.0,
+         "p50_ms_to_host": 1.2, "latency_breakdown_ms": {"graph_replay": 0.4}},
+        {"backend": "triton", "precision": "bf16", "batch": 1, "videos_per_s": 900.0, "p50_ms": 1.1}]}))
+    (tmp_path / "accuracy_thumos.json").write_text(json.dumps({"rows": [
+        {"run": "reference", "average_mAP": 0.6581},
+        {"run": "triton:bf16", "average_mAP": 0.6531, "delta_mAP": -0.005},
+        {"run": "triton:fp16", "average_mAP": 0.6632, "delta_mAP": 0.0051}]}))
+    (tmp_path / "bench_postprocess.json").write_text(json.dumps({"rows": [
+        {"T": 256, "B": 1024, "impl": "CUDA", "call": "batched", "vps": 200_000.0},
+        {"T": 256, "B": 1, "impl": "CUDA", "call": "per video", "vps": 9_000_000.0}]}))
+    targets, device = issue_targets.evaluate(tmp_path)
+    verdicts = {t.name: t.verdict for t in targets}
+    # The best batch >= 256 row is batch 1024 (50,000 videos/s: met); its 49.9x is not 50x.
+    assert verdicts["triton throughput, batch >= 256"] == "MET"
+    assert verdicts["triton vs reference, same run"] == "NOT MET"
+    assert verdicts["batch-1 latency (p50)"] == "MET"  # the faster batch-1 row, exactly 1.0 ms
+    assert verdicts["triton:bf16 mAP vs reference, thumos-like"] == "MET"
+    assert verdicts["triton:fp16 mAP vs reference, thumos-like"] == "NOT MET"
+    assert verdicts["triton:bf16 mAP vs reference, anet-like"] == "NOT MEASURED"
+    assert verdicts["CUDA post-processing, T 256, batch 1024"] == "MET"
+    latency = next(t for t in targets if t.name == "batch-1 latency (p50)")
+    assert "1.000 ms (fp16; to host 1.200 ms)" in latency.measured and "graph_replay 0.4" in latency.measured
+    assert "informational" not in issue_targets.render(targets, device)
+    assert "not an H100" in issue_targets.render(targets, "cpu")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert {t.verdict for t in issue_targets.evaluate(empty)[0]} == {"NOT MEASURED"}
 
 
 def test_cli_bench_passes_arguments_through(capsys):
