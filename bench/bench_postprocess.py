@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import Timing, environment, markdown_table, measure  # noqa: E402
 
+from gsmt_fast._io import atomic_write_json, atomic_write_text  # noqa: E402
 from gsmt_fast.config import InferenceConfig  # noqa: E402
 from gsmt_fast.postprocess import native, reference  # noqa: E402
 
@@ -179,9 +179,9 @@ def main(argv=None) -> int:
     print(table)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(header + "\n\n" + table + "\n")
+        atomic_write_text(args.out, header + "\n\n" + table + "\n")
         # The same rows as JSON beside it (bench/issue_targets.py reads them).
-        args.out.with_suffix(".json").write_text(json.dumps({"header": header, "rows": rows}, indent=1) + "\n")
+        atomic_write_json(args.out.with_suffix(".json"), {"header": header, "rows": rows}, indent=1)
     return 0
 
 

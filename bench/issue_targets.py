@@ -31,9 +31,7 @@ class Target:
     measured: str = "-"
     verdict: str = "NOT MEASURED"
 
-    def check(self, value: float | None, ok: bool | None, text: str) -> None:
-        if value is None:
-            return
+    def check(self, ok: bool, text: str) -> None:
         self.measured = text
         self.verdict = "MET" if ok else "NOT MET"
 
@@ -56,13 +54,13 @@ def evaluate(results_dir: Path) -> tuple[list[Target], str]:
     best = max(big, key=lambda r: r["videos_per_s"], default=None)
     t = Target(6, "triton throughput, batch >= 256", f">= {THROUGHPUT_VPS:,} videos/s")
     if best:
-        t.check(best["videos_per_s"], best["videos_per_s"] >= THROUGHPUT_VPS,
+        t.check(best["videos_per_s"] >= THROUGHPUT_VPS,
                 f"{best['videos_per_s']:,.0f} videos/s ({best['precision']}, batch {best['batch']})")
     targets.append(t)
     t = Target(6, "triton vs reference, same run", f">= {SPEEDUP:g}x")
     if best and best.get("speedup_vs_reference") is not None:
         s = best["speedup_vs_reference"]
-        t.check(s, s >= SPEEDUP, f"{s:,.0f}x ({best['precision']}, batch {best['batch']})")
+        t.check(s >= SPEEDUP, f"{s:,.0f}x ({best['precision']}, batch {best['batch']})")
     targets.append(t)
 
     ones = [r for r in rows if r.get("backend") == "triton" and r.get("batch") == 1]
@@ -71,7 +69,7 @@ def evaluate(results_dir: Path) -> tuple[list[Target], str]:
     if fastest:
         host = fastest.get("p50_ms_to_host")
         text = f"{fastest['p50_ms']:.3f} ms ({fastest['precision']}" + (f"; to host {host:.3f} ms)" if host else ")")
-        t.check(fastest["p50_ms"], fastest["p50_ms"] <= LATENCY_MS, text)
+        t.check(fastest["p50_ms"] <= LATENCY_MS, text)
         breakdown = fastest.get("latency_breakdown_ms")
         if breakdown:
             t.measured += "; " + ", ".join(f"{k} {v}" for k, v in breakdown.items())
@@ -85,7 +83,7 @@ def evaluate(results_dir: Path) -> tuple[list[Target], str]:
             row = by_run.get(run)
             if row and row.get("delta_mAP") is not None:
                 d = row["delta_mAP"]
-                t.check(d, abs(d) <= MAP_DELTA, f"{d:+.4f} ({row['average_mAP']:.4f})")
+                t.check(abs(d) <= MAP_DELTA, f"{d:+.4f} ({row['average_mAP']:.4f})")
             targets.append(t)
 
     post = _load(results_dir / "bench_postprocess.json") or {}
@@ -93,7 +91,7 @@ def evaluate(results_dir: Path) -> tuple[list[Target], str]:
             and r.get("T") == 256 and r.get("B") == 1024]
     t = Target(5, "CUDA post-processing, T 256, batch 1024", f">= {CUDA_POSTPROCESS_VPS:,} videos/s")
     if cuda:
-        t.check(cuda[0]["vps"], cuda[0]["vps"] >= CUDA_POSTPROCESS_VPS, f"{cuda[0]['vps']:,.0f} videos/s")
+        t.check(cuda[0]["vps"] >= CUDA_POSTPROCESS_VPS, f"{cuda[0]['vps']:,.0f} videos/s")
     targets.append(t)
     return targets, device
 

@@ -204,7 +204,7 @@ def _pow2_block(size: int, cap: int) -> int:
 
 
 def _tile_config(rows: int, cols: int, reduction: int, dtype: torch.dtype, names: tuple[str, str, str],
-                 few_cols: bool = False, batch: int = 1 << 30) -> dict:
+                 few_cols: bool = False, *, batch: int) -> dict:
     """Launch config of a GEMM-like kernel: its three block sizes (output rows, output columns, reduction) under
     ``names``, plus num_warps/num_stages on the GPU. ``few_cols``: a narrow 16-bit output (<= 64 columns) takes
     64-row tiles, i.e. more programs.

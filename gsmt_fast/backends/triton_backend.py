@@ -67,6 +67,10 @@ def _import_kernels():
     return linear, attention, layer_norm, class_head, mask_head
 
 
+# valid_len, scale, offset of a padding window (one snippet, results dropped), the rows of _GraphBucket.window_values.
+_PADDING_WINDOW = (1.0, 1.0, 0.0)
+
+
 def _next_pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
@@ -83,9 +87,7 @@ class _GraphBucket:
         # valid_len, scale, offset as rows of one float64 array: one host-to-device copy per call; the graph casts
         # valid_len to int32 (exact: valid_len <= T < 2^20).
         self.window_values_host = torch.empty((3, size), dtype=torch.float64, pin_memory=True)
-        self.window_values = torch.zeros((3, size), dtype=torch.float64, device=dev)
-        self.window_values[0] = t
-        self.window_values[1] = 1.0
+        self.window_values = torch.tensor(_PADDING_WINDOW, dtype=torch.float64).view(3, 1).repeat(1, size).to(dev)
         self.window_values_copied = None  # CUDA event: window_values_host may be rewritten once it has passed
         side = torch.cuda.Stream(dev)
         side.wait_stream(torch.cuda.current_stream(dev))
@@ -109,7 +111,7 @@ class _GraphBucket:
             self.window_values_copied.synchronize()  # the previous call's copy may still be reading the buffer
         host = self.window_values_host.numpy()
         host[0, :n], host[1, :n], host[2, :n] = valid, scale, offset
-        host[0, n:], host[1, n:], host[2, n:] = 1.0, 1.0, 0.0
+        host[:, n:] = np.array(_PADDING_WINDOW)[:, None]
         self.window_values.copy_(self.window_values_host, non_blocking=True)
         self.window_values_copied = torch.cuda.Event()
         self.window_values_copied.record(torch.cuda.current_stream(self.window_values.device))
@@ -293,8 +295,9 @@ class TritonBackend(ExtensionPostprocessing, Backend):
             if values_on_device:
                 for row, values in enumerate((valid, scale, offset)):
                     bucket.window_values[row, :n].copy_(values[start:stop])
-                for row, pad in enumerate((1.0, 1.0, 0.0)):  # padding windows: one snippet, scale 1, offset 0
-                    bucket.window_values[row, n:].fill_(pad)
+                if n < bucket.size:
+                    for row, pad in enumerate(_PADDING_WINDOW):
+                        bucket.window_values[row, n:].fill_(pad)
             else:
                 bucket.set_window_values(n, valid[start:stop], scale[start:stop], offset[start:stop])
             bucket.graph.replay()

@@ -335,6 +335,23 @@ def _prepare(probs, masks):
     return False, probs, masks, (probs_dtype, masks_dtype), shape
 
 
+def _launch_cuda(function, probs, masks, dtypes, valid, num_rows: int, validate: bool, cfg, **arguments) -> None:
+    """One CUDA op call on the inputs' device and current stream: the arguments both ops share, plus ``arguments``
+    (tensors are passed as their data pointers, anything else as it is). Nothing to launch for an empty batch."""
+    import torch
+
+    batch = int(valid.shape[0])
+    if not batch:
+        return
+    device = probs.device
+    pointers = {k: (v.data_ptr() if isinstance(v, torch.Tensor) else v) for k, v in arguments.items()}
+    with torch.cuda.device(device):
+        function(probs=probs.data_ptr(), probs_dtype=dtypes[0], masks=masks.data_ptr(), masks_dtype=dtypes[1],
+                 valid_len=valid.data_ptr(), batch=batch, num_rows=num_rows, T=int(masks.shape[-1]),
+                 validate=validate, stream=torch.cuda.current_stream(device).cuda_stream, **_candidate_kwargs(cfg),
+                 **pointers)
+
+
 def _window_vector(value, batch: int, dtype, device, name: str, num_snippets: int):
     """valid_len / scale / offset, checked: a device tensor stays on the device (as ``dtype``; its values are checked
     by the kernel), host values are checked here and stay on the host (NumPy)."""
@@ -413,15 +430,8 @@ def window_candidates_batch(
     scores = torch.empty((batch, m2), dtype=torch.float64, device=device)
     count = torch.empty(batch, dtype=torch.int32, device=device)
     status = torch.empty_like(count)
-    if batch:
-        with torch.cuda.device(device):
-            function(
-                probs=probs.data_ptr(), probs_dtype=dtypes[0], masks=masks.data_ptr(), masks_dtype=dtypes[1],
-                valid_len=valid.data_ptr(), batch=batch, num_rows=num_rows, T=num_snippets, validate=validate,
-                out_start=start.data_ptr(), out_end=end.data_ptr(), out_label=labels.data_ptr(),
-                out_score=scores.data_ptr(), out_count=count.data_ptr(), out_status=status.data_ptr(),
-                stream=torch.cuda.current_stream(device).cuda_stream, **_candidate_kwargs(cfg),
-            )  # fmt: skip
+    _launch_cuda(function, probs, masks, dtypes, valid, num_rows, validate, cfg,
+                 out_start=start, out_end=end, out_label=labels, out_score=scores, out_count=count, out_status=status)
     result = CandidateBatch(start, end, labels, scores, count, status)
     if check and batch:
         _check_cuda_result(result, valid, num_snippets, lambda index: window_candidates_batch(
@@ -475,16 +485,9 @@ def window_detections_batch(
     labels = torch.empty((batch, d), dtype=torch.int32, device=device)
     count = torch.empty(batch, dtype=torch.int32, device=device)
     status = torch.empty_like(count)
-    if batch:
-        with torch.cuda.device(device):
-            function(
-                probs=probs.data_ptr(), probs_dtype=dtypes[0], masks=masks.data_ptr(), masks_dtype=dtypes[1],
-                valid_len=valid.data_ptr(), scale=scale_dev.data_ptr(), offset=offset_dev.data_ptr(), batch=batch,
-                num_rows=num_rows, T=num_snippets, validate=validate, out_segments=segments.data_ptr(),
-                out_score=scores.data_ptr(), out_label=labels.data_ptr(), out_count=count.data_ptr(),
-                out_status=status.data_ptr(), stream=torch.cuda.current_stream(device).cuda_stream,
-                **_candidate_kwargs(cfg), **_nms_kwargs(cfg),
-            )  # fmt: skip
+    _launch_cuda(function, probs, masks, dtypes, valid, num_rows, validate, cfg, **_nms_kwargs(cfg),
+                 scale=scale_dev, offset=offset_dev, out_segments=segments, out_score=scores, out_label=labels,
+                 out_count=count, out_status=status)
     result = DetectionBatch(segments, scores, labels, count, status)
     if check and batch:
         check_detections(result, probs, masks, valid, scale_dev, offset_dev, cfg, validate=validate)
