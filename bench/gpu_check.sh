@@ -235,7 +235,7 @@ if [ "$BUILD" = 1 ]; then step build 170 build; else skip build "--no-build"; fi
 step import 30 import_check
 step pytest_gpu 130 pytest_gpu
 step bench_triton 100 bench_triton
-step accuracy 70 accuracy
+step accuracy 120 accuracy
 if [ -f bench/bench_postprocess.py ]; then step bench_postprocess 50 bench_postprocess
 else skip bench_postprocess "bench/bench_postprocess.py not present"; fi
 step bench_kernels 130 bench_kernels
