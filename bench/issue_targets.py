@@ -2,8 +2,8 @@
 
 Usage: ``python bench/issue_targets.py RESULTS_DIR`` (gpu_check.sh runs it at the end and appends the table to its
 summary). Each target is MET, NOT MET or NOT MEASURED (its file or row is missing); nothing here is timed, the
-numbers are the ones the benchmarks wrote. Only a run on an H100 counts for the issues: on any other device the
-table says so and the verdicts are informational.
+numbers are the ones the benchmarks wrote. Only a run on an H100 or H200 (the same Hopper chip) counts for the
+issues: on any other device the table says so and the verdicts are informational.
 
 Files read (all optional): ``bench_triton.json`` (bench/bench_triton.py), ``accuracy_thumos.json`` and
 ``accuracy_anet.json`` (bench/backend_accuracy.py), ``bench_postprocess.json`` (bench/bench_postprocess.py --out).
@@ -97,9 +97,9 @@ def evaluate(results_dir: Path) -> tuple[list[Target], str]:
 
 
 def render(targets: list[Target], device: str) -> str:
-    on_h100 = "H100" in device
+    on_hopper = "H100" in device or "H200" in device
     lines = [f"issue targets (device: {device or 'unknown'}"
-             + ("" if on_h100 else "; not an H100: informational only") + ")"]
+             + ("" if on_hopper else "; not an H100/H200: informational only") + ")"]
     lines.append(f"{'issue':<6} {'target':<42} {'goal':<22} {'verdict':<13} measured")
     for t in targets:
         lines.append(f"#{t.issue:<5} {t.name:<42} {t.goal:<22} {t.verdict:<13} {t.measured}")
