@@ -6,7 +6,7 @@ set -uo pipefail
 
 usage() {
   cat <<'EOF'
-Usage: bash bench/gpu_check.sh RESULTS_DIR [--dry-run] [--no-build]
+Usage: bash bench/gpu_check.sh RESULTS_DIR [--dry-run] [--no-build] [--steps LIST]
 
 Steps (each logged to RESULTS_DIR/<step>.log, with its own timeout; total under 8.5 minutes), most important first:
   env               nvidia-smi, python/torch/triton/onnxruntime/nvcc/cmake versions
@@ -33,6 +33,8 @@ Options:
               wheel with GSMT_WITH_CUDA=OFF in a separate build dir (build/gpu_check_dry; the installed package is
               left alone), the GPU tests (they skip), a quick CPU benchmark on tiny batches. Under ~4 minutes.
   --no-build  skip the build step (use the extension that is already installed)
+  --steps LIST  run only these steps (comma-separated names from the list above, e.g. build,import,pytest_gpu);
+              the others are reported as SKIP
   -h, --help  this text
 
 Environment: PYTHON (interpreter to use), BENCH_ARGS (extra arguments for bench/run.py),
@@ -43,13 +45,17 @@ EOF
 RESULTS_DIR=""
 DRY_RUN=0
 BUILD=1
+ONLY=""
 for arg in "$@"; do
   case "$arg" in
     -h|--help) usage; exit 0 ;;
     --dry-run) DRY_RUN=1 ;;
     --no-build) BUILD=0 ;;
+    --steps=*) ONLY="${arg#--steps=}" ;;
+    --steps) ONLY="__next__" ;;
     -*) echo "gpu_check: unknown option $arg" >&2; usage >&2; exit 2 ;;
-    *) if [ -n "$RESULTS_DIR" ]; then echo "gpu_check: one RESULTS_DIR only" >&2; exit 2; fi
+    *) if [ "$ONLY" = "__next__" ]; then ONLY="$arg"; continue; fi
+       if [ -n "$RESULTS_DIR" ]; then echo "gpu_check: one RESULTS_DIR only" >&2; exit 2; fi
        RESULTS_DIR="$arg" ;;
   esac
 done
@@ -79,6 +85,7 @@ FAILED=0
 # RESULTS_DIR/NAME.log, record PASS/FAIL/TIMEOUT, never abort the script.
 step() {
   local name="$1" limit="$2"; shift 2
+  if [ -n "$ONLY" ] && [[ ",$ONLY," != *",$name,"* ]]; then skip "$name" "not in --steps"; return; fi
   local left=$(( LIMIT_S - ($(date +%s) - START) - 5 ))
   local t0 status rc
   t0=$(date +%s)
