@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import sys
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -54,6 +55,9 @@ STATUS_BAD_TIME_MAP = 64
 
 def extension():
     """The compiled module ``gsmt_fast._C`` (a clear error when it is not built)."""
+    module = sys.modules.get("gsmt_fast._C")  # once imported: a dict lookup (this runs on every op call)
+    if module is not None:
+        return module
     try:
         return importlib.import_module("gsmt_fast._C")
     except ImportError as error:
@@ -236,28 +240,32 @@ def _dtype_name(name: str, x) -> str:
     return dtype
 
 
-def window_inputs(probs, masks) -> WindowInputs:
-    """Check and place ``probs (B, K+1, T)`` / ``masks (B, T, T)``: dtypes, matching shapes, one device; host inputs
-    become contiguous NumPy arrays, CUDA inputs contiguous tensors."""
-    on_cuda = [_is_torch(a) and a.is_cuda for a in (probs, masks)]
-    if on_cuda[0] != on_cuda[1] or (on_cuda[0] and probs.device != masks.device):
-        raise ValueError("probs and masks must be on the same device (both host arrays or both on one CUDA device)")
-    probs, masks = (a if hasattr(a, "dtype") else np.asarray(a) for a in (probs, masks))
-    dtypes = (_dtype_name("probs", probs), _dtype_name("masks", masks))
-    if not on_cuda[0]:
-        probs, masks = (a if isinstance(a, np.ndarray) else to_numpy(a) for a in (probs, masks))
-    probs_shape, masks_shape = tuple(probs.shape), tuple(masks.shape)
+def _shape(probs_shape: tuple, masks_shape: tuple) -> tuple[int, int, int]:
     if len(probs_shape) != 3 or probs_shape[1] < 2:
         raise ValueError(f"probs must have shape (B, K+1, T) with K >= 1, got {probs_shape}")
     batch, num_rows, num_snippets = probs_shape
     if masks_shape != (batch, num_snippets, num_snippets):
         raise ValueError(f"masks must have shape (B, T, T) = ({batch}, {num_snippets}, {num_snippets}) to match "
                          f"probs {probs_shape}, got {masks_shape}")
+    return batch, num_rows, num_snippets
+
+
+def window_inputs(probs, masks) -> WindowInputs:
+    """Check and place ``probs (B, K+1, T)`` / ``masks (B, T, T)``: dtypes, matching shapes, one device; host inputs
+    become contiguous NumPy arrays, CUDA inputs contiguous tensors."""
+    if type(probs) is np.ndarray and type(masks) is np.ndarray:  # the common host case, without conversions
+        dtypes = (_dtype_name("probs", probs), _dtype_name("masks", masks))
+        return WindowInputs(np.ascontiguousarray(probs), np.ascontiguousarray(masks), dtypes,
+                            *_shape(probs.shape, masks.shape))
+    on_cuda = [_is_torch(a) and a.is_cuda for a in (probs, masks)]
+    if on_cuda[0] != on_cuda[1] or (on_cuda[0] and probs.device != masks.device):
+        raise ValueError("probs and masks must be on the same device (both host arrays or both on one CUDA device)")
+    probs, masks = (a if hasattr(a, "dtype") else np.asarray(a) for a in (probs, masks))
+    dtypes = (_dtype_name("probs", probs), _dtype_name("masks", masks))
+    shape = _shape(tuple(probs.shape), tuple(masks.shape))
     if on_cuda[0]:
-        return WindowInputs(probs.detach().contiguous(), masks.detach().contiguous(), dtypes, batch, num_rows,
-                            num_snippets, probs.device)
-    return WindowInputs(np.ascontiguousarray(probs), np.ascontiguousarray(masks), dtypes, batch, num_rows,
-                        num_snippets)
+        return WindowInputs(probs.detach().contiguous(), masks.detach().contiguous(), dtypes, *shape, probs.device)
+    return WindowInputs(np.ascontiguousarray(to_numpy(probs)), np.ascontiguousarray(to_numpy(masks)), dtypes, *shape)
 
 
 _VECTOR_DTYPES = {"valid_len": ("int32", np.int32), "scale": ("float64", np.float64), "offset": ("float64", np.float64)}
@@ -288,7 +296,7 @@ def window_vector(name: str, value, batch: int, num_snippets: int, device=None):
             raise TypeError(f"valid_len must be an integer or an integer array, got {value!r}")
         values = np.full(batch, value, dtype=numpy_dtype)
     else:
-        values = to_numpy(value)
+        values = value if type(value) is np.ndarray else to_numpy(value)
         if name == "valid_len" and values.dtype.kind not in "iu":
             raise TypeError(f"valid_len must be an integer array, got dtype {values.dtype}")
         values = np.ascontiguousarray(values, dtype=numpy_dtype)
@@ -296,15 +304,17 @@ def window_vector(name: str, value, batch: int, num_snippets: int, device=None):
             values = np.full(batch, values[()], dtype=numpy_dtype)
         if values.shape != (batch,):
             raise ValueError(f"{name} must have shape ({batch},), got {values.shape}")
-    if len(values):
-        if name == "valid_len" and (values.min() < 1 or values.max() > num_snippets):
-            b = int(np.flatnonzero((values < 1) | (values > num_snippets))[0])
-            where = f" (window {b})" if np.ndim(value) else ""
-            raise ValueError(f"valid_len must be in [1, T={num_snippets}], got {int(values[b])}{where}")
-        if name != "valid_len" and not np.isfinite(values).all():
+    if batch:
+        low, high = values.min(), values.max()  # NaN propagates into both
+        if name == "valid_len":
+            if low < 1 or high > num_snippets:
+                b = int(np.flatnonzero((values < 1) | (values > num_snippets))[0])
+                where = f" (window {b})" if np.ndim(value) else ""
+                raise ValueError(f"valid_len must be in [1, T={num_snippets}], got {int(values[b])}{where}")
+        elif not (np.isfinite(low) and np.isfinite(high)):
             raise ValueError(f"{name} must be finite")
-        if name == "scale" and (values <= 0).any():
-            raise ValueError(f"scale must be > 0, got {values[values <= 0][0]}")
+        elif name == "scale" and low <= 0:
+            raise ValueError(f"scale must be > 0, got {low}")
     if device is None:
         return values
     import torch
@@ -512,7 +522,7 @@ def _take(x, index: np.ndarray):
 def _check_result(result, valid_len, num_snippets: int, recompute_on_cpu):
     """Raise on a bad window status, and replace the windows that overflowed the CUDA op's candidate capacity by
     ``recompute_on_cpu(index)`` (the same op on the host, exact), in place."""
-    status = to_numpy(result.status)
+    status = result.status if type(result.status) is np.ndarray else to_numpy(result.status)
     if not status.any():
         return result
     _raise_for_status(status, valid_len, num_snippets)
