@@ -1,5 +1,5 @@
 """Validation mAP of a checkpoint through several backends/precisions, and whether their detections equal the
-``reference`` backend's (issue 5: bf16 within ±0.005 of fp32; issue 6: ``triton`` == ``reference``).
+``reference`` backend's (bf16 within ±0.005 of fp32; ``triton`` fp32 == ``reference``).
 
     python bench/backend_accuracy.py --data DIR --ckpt best.safetensors --tious thumos \\
         --runs reference,torch:fp32,torch:bf16,triton:fp32,triton:fp16,triton:bf16 --device cuda --out result.json

@@ -1,6 +1,6 @@
 """Post-processing throughput: NumPy reference vs the C++ CPU op (1 thread / all threads) vs the CUDA op.
 
-What is timed: SPEC §5 steps 1–6 from class probabilities ``(K+1, T)`` and masks ``(T, T)`` to detections in
+What is timed: post-processing steps 1–6 from class probabilities ``(K+1, T)`` and masks ``(T, T)`` to detections in
 seconds (candidates, SoftNMS with the default config: short mode, gaussian per-class SoftNMS), including input
 validation, on realistic inputs generated from a seed: softmax probabilities that are mostly background with a few
 confidently classified actions, masks with a few blocky foreground regions (soft edges, noise) over low background
@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import Timing, environment, markdown_table, measure  # noqa: E402
 
-from gsmt_fast._io import atomic_write_json, atomic_write_text  # noqa: E402
 from gsmt_fast.config import InferenceConfig  # noqa: E402
+from gsmt_fast.files import atomic_write_json, atomic_write_text  # noqa: E402
 from gsmt_fast.postprocess import native, reference  # noqa: E402
 
 NUM_CLASSES = 20  # THUMOS14
@@ -180,7 +180,7 @@ def main(argv=None) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.out, header + "\n\n" + table + "\n")
-        # The same rows as JSON beside it (bench/issue_targets.py reads them).
+        # The same rows as JSON beside it (bench/gpu_targets.py reads them).
         atomic_write_json(args.out.with_suffix(".json"), {"header": header, "rows": rows}, indent=1)
     return 0
 

@@ -1,4 +1,4 @@
-"""End-to-end ``triton`` backend on the GPU: features resident on the device → final detections (issue 6 acceptance).
+"""End-to-end ``triton`` backend on the GPU: features resident on the device → final detections
 
     python bench/bench_triton.py --out DIR                 # H100: paper preset, K 20, T 256, batches 1 … 1024
     python bench/bench_triton.py --device cpu --quick      # smoke run under TRITON_INTERPRET=1 (tiny model)
@@ -162,7 +162,7 @@ def latency_breakdown(backend, batch_inputs, inference, timed, seconds) -> dict:
     from gsmt_fast.postprocess import native
 
     x, valid, scale, offset = batch_inputs
-    bucket = backend._bucket(1, inference)
+    bucket = backend.graph_bucket(1, inference)
     probs, masks = backend.forward_device(x, valid)
     parts = {
         "graph_replay": timed(bucket.graph.replay, seconds)["p50_ms"],

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# One script for the GPU test machine (SPEC §10: one H100, python3 3.12 with torch 2.11 CUDA, triton 3.6, nvcc,
-# cmake, ninja, pybind11, scikit-build-core, onnxruntime; no venv, no internet). Every step has its own timeout and
-# the whole run stays under 8 minutes; a failed step does not stop the next ones; a summary closes the run.
+# One script for the GPU test machine (docs/DESIGN.md "GPU check": one NVIDIA H100/H200, python3 3.12 with torch
+# 2.11 CUDA, triton 3.6, nvcc, cmake, ninja, pybind11, scikit-build-core, onnxruntime; no venv, no internet). Every
+# step has its own timeout and the whole run stays under 8.5 minutes; a failed step does not stop the next ones; a
+# summary closes the run.
 set -uo pipefail
 
 usage() {
@@ -20,7 +21,7 @@ Steps (each logged to RESULTS_DIR/<step>.log, with its own timeout; total under 
   bench_postprocess bench/bench_postprocess.py (CUDA post-processing throughput)
   bench_kernels     bench/kernels/bench_*.py: each Triton kernel vs eager PyTorch and torch.compile
   bench             bench/run.py --device cuda (Detector.detect from host features, torch and triton backends)
-Then RESULTS_DIR/summary.txt with PASS/FAIL/TIMEOUT/SKIP per step and the issues' targets (bench/issue_targets.py:
+Then RESULTS_DIR/summary.txt with PASS/FAIL/TIMEOUT/SKIP per step and the engine's GPU targets (bench/gpu_targets.py:
 MET / NOT MET / NOT MEASURED from the JSON the steps wrote); exit status 1 if any step failed.
 
 .gpu_assets/ (git-ignored; pass it in the device tool's `carry`; build it with `python bench/make_gpu_assets.py`,
@@ -250,6 +251,6 @@ TOTAL=$(( $(date +%s) - START ))
   done
   echo "total ${TOTAL} s; logs, JSON and plots in $RESULTS_DIR"
   echo
-  "$PY" bench/issue_targets.py "$RESULTS_DIR" 2>&1
+  "$PY" bench/gpu_targets.py "$RESULTS_DIR" 2>&1
 } | tee "$RESULTS_DIR/summary.txt"
 exit "$FAILED"

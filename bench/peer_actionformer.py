@@ -335,7 +335,7 @@ def train_and_evaluate(data_root: Path, out: Path, *, epochs: int, warmup_epochs
                                                      "device": device},
               "evaluation": evaluation.to_dict(), "env": common.environment(device)}
     out.mkdir(parents=True, exist_ok=True)
-    from gsmt_fast._io import atomic_write_json
+    from gsmt_fast.files import atomic_write_json
 
     atomic_write_json(out / "actionformer_eval.json", report)
     atomic_write_json(out / "actionformer_results.json", results_json, indent=None)

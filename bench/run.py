@@ -9,7 +9,7 @@ Per backend that constructs on this machine (the others are skipped with the rea
 
 * end-to-end ``Detector.detect`` on a list of ``batch`` videos: videos/s and latency p50/p99 of one call;
 * the model forward alone (``backend.forward`` on the packed windows) and the post-processing alone
-  (``Detector.post_process_batch`` + the per-video merge and SoftNMS, as ``detect`` runs them) on the same inputs;
+  (``backend.post_process`` + ``Detector.video_result``, as ``detect`` runs them) on the same inputs;
 * peak memory: host RSS growth during the end-to-end calls, and PyTorch's peak CUDA allocation on a GPU;
 * parameters and FLOPs per video of the model (FlopCounterMode), next to the paper's Table 3.
 
@@ -44,7 +44,6 @@ import common  # noqa: E402
 from common import DevicePeakMemory, HostPeakMemory, Timing, measure, summarize  # noqa: E402
 
 import gsmt_fast  # noqa: E402
-from gsmt_fast.data.windows import cut_windows  # noqa: E402
 from gsmt_fast.detector import BACKENDS  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -121,26 +120,16 @@ def write_checkpoint(model, mode: str, folder: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------------- one point
-def cut_all_windows(det, videos, time_kw):
-    """The windows ``detect`` would build, as (video index, Window)."""
-    n = len(videos)
-    durations = time_kw.get("duration", [None] * n)
-    windows = []
-    for i, x in enumerate(videos):
-        mode, params = det._time_params(i, time_kw.get("fps"), None, None, durations[i])
-        windows += [(i, w) for w in cut_windows(x, mode, det.model_config.temporal_scale,
-                                                 det.inference.window_overlap, **params)]
-    return windows
-
-
-def pack_windows(det, windows) -> list[tuple[object, np.ndarray]]:
-    """Zero-padded windows and valid lengths, ``det.batch_size`` windows each, packed as ``detect`` packs them."""
-    return [det.pack_windows([w for _, w in windows[s:s + det.batch_size]])
-            for s in range(0, len(windows), det.batch_size)]
+def batches_of(det, plans):
+    """The (video index, Window) batches ``detect`` runs, ``det.batch_size`` windows each, with their final flags."""
+    windows = [(i, w) for i, p in enumerate(plans) for w in p.windows]
+    return [(part, [len(plans[i].windows) == 1 for i, _ in part])
+            for part in (windows[s:s + det.batch_size] for s in range(0, len(windows), det.batch_size))]
 
 
 def bench_point(det, videos, time_kw, timing: Timing, device) -> dict:
-    """End-to-end, forward-alone and post-processing-alone timings of one backend on one batch of videos."""
+    """End-to-end, forward-alone and post-processing-alone timings of one backend on one batch of videos, all through
+    the public calls ``detect`` itself makes (plan → pack → forward → post_process → video_result)."""
     batch = len(videos)
     det.batch_size = batch
     last = {}
@@ -151,32 +140,23 @@ def bench_point(det, videos, time_kw, timing: Timing, device) -> dict:
     with HostPeakMemory() as host, DevicePeakMemory(device) as dev:
         e2e = summarize(measure(end_to_end, device, timing))
 
-    windows = cut_all_windows(det, videos, time_kw)
-    chunks = pack_windows(det, windows)
-    fwd = summarize(measure(lambda: [det.backend.forward(x, v) for x, v in chunks], device, timing))
+    plans = det.plan(videos, **time_kw)
+    batches = batches_of(det, plans)
+    packed = [det.backend.pack([w for _, w in part]) for part, _ in batches]
+    fwd = summarize(measure(lambda: [det.backend.forward(x, v) for x, v in packed], device, timing))
 
-    outputs = [det.backend.forward(x, v) for x, v in chunks]
-    durations = time_kw.get("duration", [None] * batch)
-    windows_per_video = np.bincount([i for i, _ in windows], minlength=batch)
-    num_candidates = [len(c) for (probs, masks), (_, valid) in zip(outputs, chunks)
+    outputs = [det.backend.forward(x, v) for x, v in packed]
+    windows = [w for part, _ in batches for w in part]
+    num_candidates = [len(c) for (probs, masks), (_, valid) in zip(outputs, packed)
                       for c in det.backend.candidates(probs, masks, valid, det.inference)]
 
     def post_processing():  # what detect() does after the forward pass, on the same outputs
-        per_video = [[] for _ in range(batch)]
-        results = [None] * batch
-        start = 0
-        for (probs, masks), (_, valid) in zip(outputs, chunks):
-            part = windows[start:start + len(valid)]
-            whole = [windows_per_video[i] == 1 for i, _ in part]
-            for (i, w), is_whole, out in zip(part, whole, det.post_process_batch([w for _, w in part], whole, probs,
-                                                                                 masks, valid)):
-                if is_whole:
-                    results[i] = det._result(*out, durations[i], None)
-                else:
-                    per_video[i].append((w.grid, out))
-            start += len(valid)
-        return [r if r is not None else det._finish_video(per_video[i], durations[i], None)
-                for i, r in enumerate(results)]
+        parts = [[] for _ in range(batch)]
+        for (part, final), (probs, masks), (_, valid) in zip(batches, outputs, packed):
+            for (i, _), out in zip(part, det.backend.post_process([w for _, w in part], final, probs, masks, valid,
+                                                                  det.inference)):
+                parts[i].append(out)
+        return [det.video_result(parts[i], p.duration, p.video_id) for i, p in enumerate(plans)]
 
     post = summarize(measure(post_processing, device, timing))
     return {
@@ -486,7 +466,7 @@ def main(argv=None, prog: str = "bench/run.py") -> int:
         print("bench: --device cuda but torch.cuda.is_available() is False", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    from gsmt_fast._io import atomic_write_json
+    from gsmt_fast.files import atomic_write_json
 
     paths = {}
 

@@ -1,6 +1,6 @@
 // Plain-C++ core of the GSMT post-processing, shared by the CPU (csrc/cpu) and CUDA (csrc/cuda) paths.
 //
-// Every comparison and tie rule of the oracle (gsmt_fast/postprocess/reference.py and nms.py) lives here exactly
+// Every comparison and tie rule of the oracle (gsmt_fast/postprocess/reference.py) lives here exactly
 // once, as __host__ __device__ inline functions on POD data, so that the two device paths cannot drift apart.
 //
 // Floating point: all arithmetic below must be evaluated as written, one IEEE operation at a time (no FMA
@@ -21,7 +21,7 @@
 namespace gsmt {
 
 // Limits of the packed representations (see pack_key): T < 2^20 snippets, K < 2^24 classes.
-constexpr int kMaxThresholds = 64;
+constexpr int kMaxThresholds = 64;  // the message in set_thresholds names this number
 constexpr int64_t kMaxSnippets = (int64_t{1} << 20) - 1;
 constexpr int64_t kMaxClasses = (int64_t{1} << 24) - 1;
 // Distinct candidates per window the CUDA path keeps on chip (a 64 KB shared-memory hash table); a window with more
@@ -42,22 +42,27 @@ enum StatusBits : int32_t {
   kBadTimeMap = 64,         // scale <= 0 or non-finite scale/offset
 };
 
-// Everything a window needs besides its data. Passed by value to the CUDA kernels, so it must stay POD.
-struct Params {
+// The settings of the candidate stage (steps 1-5 of docs/DESIGN.md "Post-processing") plus the window shape.
+// Passed by value to the CUDA kernels, so it must stay POD.
+struct CandidateParams {
   int64_t num_rows;  // K + 1 (row K is background)
   int64_t T;
   int32_t top_snippets;  // M1 (capped by valid_len per window)
-  int32_t num_cutoffs;   // distinct float32 cutoffs, ascending
+  int32_t num_cutoffs;   // distinct float32 cutoffs, ascending (see set_thresholds)
   float cutoffs[kMaxThresholds];
   int32_t long_mode;
-  int32_t validate;  // check finiteness / [0, 1] range of the valid part
+  int32_t validate;        // check finiteness / [0, 1] range of the valid part
   double score_threshold;  // θ_c: keep score > θ_c
   int32_t pre_nms_topk;    // M2
-  int32_t nms_method;
+};
+
+// The settings of SoftNMS (docs/DESIGN.md "SoftNMS"). POD as well.
+struct NmsParams {
+  int32_t method;  // NmsMethod
   double sigma;
   double iou_threshold;
   double min_score;
-  int32_t max_detections;
+  int32_t max_detections;  // max_seg_num: per class and in total
   int32_t multiclass;
 };
 
@@ -242,6 +247,29 @@ inline float threshold_cutoff(double theta) {
   float f = static_cast<float>(theta);  // nearest float
   if (static_cast<double>(f) > theta) return f;  // the float below f is <= θ, or f would not be the nearest
   return nextafterf(f, HUGE_VALF);
+}
+
+// Fills params.num_cutoffs / params.cutoffs from the float64 mask thresholds. Results are a union over thresholds
+// (duplicates merge), so order and repeats do not matter, and thresholds that map to the same float cutoff activate
+// exactly the same snippets: the cutoffs are sorted and deduplicated. Returns nullptr, or the reason the thresholds
+// are unusable (params then untouched).
+inline const char* set_thresholds(CandidateParams& params, const double* thresholds, int64_t count) {
+  float cutoffs[kMaxThresholds];
+  int32_t n = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    if (thresholds[i] != thresholds[i]) return "mask thresholds must not be NaN";
+    const float c = threshold_cutoff(thresholds[i]);
+    int32_t at = 0;  // insertion point in the sorted, distinct prefix
+    while (at < n && cutoffs[at] < c) ++at;
+    if (at < n && cutoffs[at] == c) continue;
+    if (n == kMaxThresholds) return "at most 64 distinct mask thresholds are supported";
+    for (int32_t j = n; j > at; --j) cutoffs[j] = cutoffs[j - 1];
+    cutoffs[at] = c;
+    ++n;
+  }
+  params.num_cutoffs = n;
+  for (int32_t j = 0; j < kMaxThresholds; ++j) params.cutoffs[j] = j < n ? cutoffs[j] : 0.0f;
+  return nullptr;
 }
 
 }  // namespace gsmt

@@ -10,7 +10,18 @@ namespace gsmt {
 
 enum class DType : int32_t { kFloat32 = 0, kFloat16 = 1 };
 
-// Fixed-capacity padded outputs of window_candidates_batch: (B, M2) each, plus count (B,) and status (B,).
+// The inputs of a batch of B windows: probs (B, K+1, T), masks (B, T, T), C-contiguous float32 or float16 (raw
+// bits), and valid_len (B,). Host pointers for the CPU ops, device pointers for the CUDA ops.
+struct WindowBatch {
+  const void* probs;
+  DType probs_dtype;
+  const void* masks;
+  DType masks_dtype;
+  const int32_t* valid_len;
+  int64_t batch;
+};
+
+// Fixed-capacity padded outputs of the candidate op: (B, M2) each, plus count (B,) and status (B,).
 // Padding: start = end = label = -1, score = 0.
 struct CandidateOutputs {
   int32_t* start;
@@ -21,7 +32,7 @@ struct CandidateOutputs {
   int32_t* status;
 };
 
-// Padded outputs of window_detections_batch: segments (B, D, 2) seconds, score (B, D), label (B, D), count, status.
+// Padded outputs of the detection op: segments (B, D, 2) seconds, score (B, D), label (B, D), count, status.
 // Padding: segments = score = 0, label = -1.
 struct DetectionOutputs {
   double* segments;
@@ -31,42 +42,39 @@ struct DetectionOutputs {
   int32_t* status;
 };
 
-// Fills params.num_cutoffs / params.cutoffs from the float64 mask thresholds (sorted, deduplicated as float cutoffs).
-// Throws std::invalid_argument for more than kMaxThresholds distinct thresholds or a NaN threshold.
-void set_thresholds(Params& params, const double* thresholds, int64_t count);
+// Window-local snippet units -> seconds per window: seconds = offset[b] + u * scale[b] (B,) float64 each.
+struct TimeMaps {
+  const double* scale;
+  const double* offset;
+};
 
 // ---- CPU (csrc/cpu) ----
-// probs (B, K+1, T), masks (B, T, T) C-contiguous float32 or float16 (raw bits); valid_len (B,);
-// scale/offset (B,) float64. num_threads <= 0: std::thread::hardware_concurrency(). Call without the GIL.
-void window_candidates_batch_cpu(const void* probs, DType probs_dtype, const void* masks, DType masks_dtype,
-                                 const int32_t* valid_len, int64_t batch, const Params& params,
-                                 const CandidateOutputs& out, int num_threads);
-void window_detections_batch_cpu(const void* probs, DType probs_dtype, const void* masks, DType masks_dtype,
-                                 const int32_t* valid_len, const double* scale, const double* offset, int64_t batch,
-                                 const Params& params, const DetectionOutputs& out, int num_threads);
-// SoftNMS of n segments (n, 2) with int64 labels (the NMS fields of params; max_detections = max_seg_num).
-// Writes up to n picked input indices and their emitted scores; returns how many.
+// num_threads <= 0: std::thread::hardware_concurrency(). Call without the GIL.
+void window_candidates_cpu(const WindowBatch& in, const CandidateParams& params, const CandidateOutputs& out,
+                           int num_threads);
+void window_detections_cpu(const WindowBatch& in, const TimeMaps& time, const CandidateParams& params,
+                           const NmsParams& nms, const DetectionOutputs& out, int num_threads);
+// SoftNMS of n segments (n, 2) with int64 labels. Writes up to n picked input indices and their emitted scores;
+// returns how many.
 int64_t soft_nms_cpu(const double* segments, const double* scores, const int64_t* labels, int64_t n,
-                     const Params& params, int64_t* out_index, double* out_score);
+                     const NmsParams& nms, int64_t* out_index, double* out_score);
 
 #ifdef GSMT_WITH_CUDA
 // ---- CUDA (csrc/cuda) ----
 // All pointers are device pointers; the work is enqueued on `stream` (a cudaStream_t) with no host synchronisation,
 // so the calls can be captured in a CUDA graph. Throws std::runtime_error on launch errors / unsupported sizes.
-void window_candidates_batch_cuda(const void* probs, DType probs_dtype, const void* masks, DType masks_dtype,
-                                  const int32_t* valid_len, int64_t batch, const Params& params,
-                                  const CandidateOutputs& out, void* stream);
-void window_detections_batch_cuda(const void* probs, DType probs_dtype, const void* masks, DType masks_dtype,
-                                  const int32_t* valid_len, const double* scale, const double* offset,
-                                  int64_t batch, const Params& params, const DetectionOutputs& out, void* stream);
+void window_candidates_cuda(const WindowBatch& in, const CandidateParams& params, const CandidateOutputs& out,
+                            void* stream);
+void window_detections_cuda(const WindowBatch& in, const TimeMaps& time, const CandidateParams& params,
+                            const NmsParams& nms, const DetectionOutputs& out, void* stream);
 // SoftNMS with HOST inputs and outputs: copies to the current device, runs one thread block, copies back
-// (synchronous). Same contract as soft_nms_cpu.
+// (synchronous; for tests and one-off use). Same contract as soft_nms_cpu.
 int64_t soft_nms_cuda(const double* segments, const double* scores, const int64_t* labels, int64_t n,
-                      const Params& params, int64_t* out_index, double* out_score);
+                      const NmsParams& nms, int64_t* out_index, double* out_score);
 // Number of visible CUDA devices (0 when there is no driver or no GPU).
 int cuda_device_count();
 // Bytes of dynamic shared memory one window needs (for error messages and tests).
-int64_t cuda_shared_bytes(const Params& params);
+int64_t cuda_shared_bytes(const CandidateParams& params);
 #endif
 
 }  // namespace gsmt

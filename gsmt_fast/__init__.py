@@ -1,6 +1,6 @@
 """gsmt_fast: Global Segmentation Mask Transformer for temporal action localization.
 
-The public API (SPEC §12) is importable from the package root; submodules load lazily so that
+The public API (docs/DESIGN.md, "Public API") is importable from the package root; submodules load lazily so that
 ``import gsmt_fast`` stays cheap and optional dependencies (kornia, triton, onnxruntime) load only when used.
 """
 
@@ -19,7 +19,7 @@ _EXPORTS = {
     "load_checkpoint": "gsmt_fast.checkpoint",
     "Detector": "gsmt_fast.detector",
     "DetectionResult": "gsmt_fast.detector",
-    "soft_nms": "gsmt_fast.postprocess.nms",
+    "soft_nms": "gsmt_fast.postprocess.soft_nms",
     "evaluate": "gsmt_fast.evaluation",
     "EvaluationResult": "gsmt_fast.evaluation",
 }

@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from ._io import atomic_write_text
+from .files import atomic_write_text
 
 VARIANTS: list[tuple[str, str, list[str]]] = [
     ("default (fixed PE, BCE+dice+0.1·bIoU, focal+LR)", "default", []),
@@ -80,8 +80,8 @@ def run_ablation(data: Path, out: Path, config: Path, epochs: int | None, doc: P
     lines += ["", "One seed per row: seed-to-seed spread was not measured, so differences of about 0.01 are not "
               "evidence either way.", "",
               "Paper (Tables 5, 13, real ActivityNet/THUMOS features) for comparison: bIoU adds ~1.9 avg mAP; "
-              "focal+LR beats plain CE; no positional encoding was best on ActivityNet. See SPEC §2–3 for why our "
-              "defaults differ (positional encoding `fixed`, mask loss with BCE)."]
+              "focal+LR beats plain CE; no positional encoding was best on ActivityNet. See docs/DESIGN.md (Model, "
+              "Training) for why our defaults differ (positional encoding `fixed`, mask loss with BCE)."]
     atomic_write_text(doc, "\n".join(lines) + "\n")
     print(f"wrote {doc}")
     return rows

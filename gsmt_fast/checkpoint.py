@@ -1,5 +1,5 @@
-"""Checkpoints (SPEC §9): one ``.safetensors`` file holding the weights and, as JSON metadata, everything needed to
-use them — model config, class names, time grid convention, input mode and inference defaults.
+"""Checkpoints (docs/DESIGN.md, "Checkpoints"): one ``.safetensors`` file holding the weights and, as JSON metadata,
+everything needed to use them — model config, class names, time grid convention, input mode and inference defaults.
 
 Files are written atomically. Nothing is ever unpickled from a checkpoint; foreign PyTorch ``.pth`` state dicts are
 read with ``torch.load(weights_only=True)`` by :func:`import_state_dict`.
@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from ._io import atomic_path
 from .config import GridConfig, GSMTConfig, InferenceConfig
+from .files import atomic_path
 from .model import GSMT
 
 FORMAT_VERSION = 1

@@ -11,6 +11,9 @@ from typing import Any
 
 POSITIONAL_ENCODINGS = ("fixed", "learned", "none")
 GRID_CONVENTIONS = ("stride", "resize")
+# The loss variants (see gsmt_fast.losses): classification (focal + class-balanced LR, or cross-entropy) and mask
+# (BCE + dice + bIoU, the paper's bIoU + dice, or BCE + dice).
+LOSS_KINDS = {"cls_loss": ("focal_lr", "ce"), "mask_loss": ("default", "paper", "bce_dice")}
 
 
 def _from_dict(cls, data: dict[str, Any]):
@@ -21,9 +24,21 @@ def _from_dict(cls, data: dict[str, Any]):
     return cls(**data)
 
 
+class _JsonFields:
+    """JSON round trip of a config dataclass (they are stored in checkpoint metadata and training configs)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        """The config from a dict of its fields; unknown fields are an error that lists the valid ones."""
+        return _from_dict(cls, data)
+
+
 @dataclass
-class GSMTConfig:
-    """Architecture of the GSMT model (SPEC §2).
+class GSMTConfig(_JsonFields):
+    """Architecture of the GSMT model (paper §3.1–3.2; docs/DESIGN.md, "Model").
 
     ``temporal_scale`` is T, the fixed number of snippets per window; ``num_classes`` is K (background is index K).
     """
@@ -65,20 +80,14 @@ class GSMTConfig:
             raise ValueError(f"unknown preset {name!r}; available: {sorted(cls.PRESETS)}")
         return cls(**{**cls.PRESETS[name], **overrides})
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GSMTConfig:
-        return _from_dict(cls, data)
-
 
 DEFAULT_MASK_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 @dataclass
-class InferenceConfig:
-    """Post-processing settings (SPEC §5–6). Defaults are the paper's (THUMOS: ``short``, σ 0.4).
+class InferenceConfig(_JsonFields):
+    """Post-processing settings (docs/DESIGN.md, "Post-processing" and "SoftNMS"). Defaults are the paper's (THUMOS:
+    ``short``, σ 0.4).
 
     ``score_threshold`` is θ_c, ``pre_nms_topk`` is M2, ``top_snippets`` is M1.
     ``window_overlap`` is the fraction of T shared by consecutive windows in window mode.
@@ -117,10 +126,6 @@ class InferenceConfig:
         d["mask_thresholds"] = list(self.mask_thresholds)
         return d
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> InferenceConfig:
-        return _from_dict(cls, data)
-
     def nms_kwargs(self) -> dict[str, Any]:
         """The SoftNMS settings as keyword arguments of :func:`gsmt_fast.soft_nms`."""
         return {"method": self.nms_method, "sigma": self.nms_sigma, "iou_threshold": self.nms_iou_threshold,
@@ -131,9 +136,45 @@ class InferenceConfig:
         return _from_dict(type(self), {**self.to_dict(), **overrides})
 
 
+def check_loss_kind(field: str, kind: str) -> str:
+    """The one check of a loss variant name (``field`` is ``"cls_loss"`` or ``"mask_loss"``)."""
+    if kind not in LOSS_KINDS[field]:
+        raise ValueError(f"unknown {field} {kind!r}; expected one of {LOSS_KINDS[field]}")
+    return kind
+
+
 @dataclass
-class GridConfig:
-    """How snippet indices map to seconds (SPEC §4).
+class LossConfig(_JsonFields):
+    """Training loss settings (paper §3.3; the ``loss:`` section of a training config).
+
+    ``cls_loss``: ``"focal_lr"`` (lambda1 * focal + (1 - lambda1) * class-balanced LR) or ``"ce"``;
+    ``mask_loss``: ``"default"`` (BCE + dice + lambda_b * bIoU), ``"paper"`` (bIoU + lambda2 * dice) or
+    ``"bce_dice"``; ``kernel_size`` is the bIoU boundary band's erosion kernel (odd).
+    """
+
+    cls_loss: str = "focal_lr"
+    mask_loss: str = "default"
+    lambda1: float = 0.4
+    lambda2: float = 0.4
+    lambda_b: float = 0.1
+    gamma: float = 2.0
+    alpha: float = 10.0
+    kernel_size: int = 7
+    balanced_bce: bool = True
+
+    def __post_init__(self):
+        check_loss_kind("cls_loss", self.cls_loss)
+        check_loss_kind("mask_loss", self.mask_loss)
+        if not 0.0 <= self.lambda1 <= 1.0:
+            raise ValueError(f"lambda1 must lie in [0, 1], got {self.lambda1}")
+        if isinstance(self.kernel_size, bool) or not isinstance(self.kernel_size, int) or self.kernel_size < 1 \
+                or self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd integer, got {self.kernel_size!r}")
+
+
+@dataclass
+class GridConfig(_JsonFields):
+    """How snippet indices map to seconds (docs/DESIGN.md, "Time grid").
 
     ``convention="stride"``: native features, snippet i centred at (i*feat_stride + num_frames/2)/fps; videos are
     cut into windows of T snippets (input mode ``window``). ``convention="resize"``: the whole video is linearly
@@ -149,12 +190,6 @@ class GridConfig:
         if self.convention not in GRID_CONVENTIONS:
             raise ValueError(f"grid convention must be one of {GRID_CONVENTIONS}, got {self.convention!r}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GridConfig:
-        return _from_dict(cls, data)
-
-
-__all__ = ["GSMTConfig", "InferenceConfig", "GridConfig", "DEFAULT_MASK_THRESHOLDS"]
+__all__ = ["GSMTConfig", "InferenceConfig", "GridConfig", "LossConfig", "DEFAULT_MASK_THRESHOLDS", "LOSS_KINDS",
+           "check_loss_kind"]

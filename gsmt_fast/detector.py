@@ -1,10 +1,11 @@
-"""``gsmt_fast.Detector``: checkpoint → detections for one video or many (SPEC §9, §12).
+"""``gsmt_fast.Detector``: checkpoint → detections for one video or many (docs/DESIGN.md, "Detector").
 
-Flow per call: validate features → cut each video into model windows (``resize``: the whole video resampled to T;
-``window``: native snippets in windows of T with ``InferenceConfig.window_overlap``, the last one padded) → the
-backend's forward pass in batches → per-window candidates (SPEC §5 steps 1–5) → per video, candidates of all its
-windows converted to seconds (unclamped) and merged → SoftNMS → clamped to ``[0, duration]`` when the duration is
-known. Only the forward pass and the candidate/NMS arithmetic differ between backends.
+Flow per call: validate features → cut each video into model windows (:meth:`Detector.plan`; ``resize``: the whole
+video resampled to T; ``window``: native snippets in windows of T with ``InferenceConfig.window_overlap``, the last
+one padded) → the backend in batches of windows (:meth:`Backend.run_windows`: forward, then candidates, or final
+detections for a window that is a whole video) → per video, the candidates of all its windows in seconds (unclamped)
+merged → SoftNMS → clamped to ``[0, duration]`` when the duration is known (:meth:`Detector.video_result`). Only the
+forward pass and the candidate/NMS arithmetic differ between backends.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .backends.base import WindowDetections
 from .checkpoint import CheckpointMeta, read_checkpoint
 from .config import GridConfig, InferenceConfig
 from .data.windows import Window, cut_windows
@@ -46,6 +48,16 @@ def _cuda_visible() -> bool:
         return torch.cuda.is_available()
     except Exception:  # noqa: BLE001 - no usable torch CUDA means no GPU default
         return False
+
+
+@dataclass
+class VideoPlan:
+    """One video as :meth:`Detector.detect` processes it: its model windows, the duration that clamps its
+    detections (None: no upper clamp) and its id."""
+
+    windows: list[Window]
+    duration: float | None = None
+    video_id: str | None = None
 
 
 @dataclass
@@ -171,11 +183,11 @@ class Detector:
                                       "'triton'")
         raise ValueError(f"unknown backend {name!r}; valid backends: {BACKENDS} or 'auto'")
 
-    # ------------------------------------------------------------------ windows
+    # ------------------------------------------------------------------ planning
     def _time_params(self, i: int, fps, feat_stride, num_frames, duration) -> tuple[str, dict]:
-        """Input mode and grid parameters of video ``i`` (SPEC §12): ``resize`` when the checkpoint is a resize
-        model and a duration is given, or when only a duration is given; otherwise ``window`` (needs fps, from the
-        call or the checkpoint's ``grid.default_fps``)."""
+        """Input mode and grid parameters of video ``i``: ``resize`` when the checkpoint is a resize model and a
+        duration is given, or when only a duration is given; otherwise ``window`` (needs fps, from the call or the
+        checkpoint's ``grid.default_fps``)."""
         fps = fps if fps is not None else (None if duration is not None else self.grid_config.default_fps)
         if duration is not None and (self.input_mode == "resize" or fps is None):
             return "resize", {"duration": float(duration)}
@@ -188,6 +200,24 @@ class Detector:
                           "feat_stride": float(feat_stride if feat_stride is not None else grid.feat_stride),
                           "num_frames": float(num_frames if num_frames is not None else grid.num_frames)}
 
+    def plan(self, features, fps=None, feat_stride=None, num_frames=None, duration=None,
+             video_id=None) -> list[VideoPlan]:
+        """The model windows of one video or a list of videos (arguments as :meth:`detect`), checked: one
+        :class:`VideoPlan` per video, in order."""
+        videos = [features] if not isinstance(features, (list, tuple)) else list(features)
+        n = len(videos)
+        fps_l, stride_l, nf_l, dur_l, id_l = (_per_video(v, n, name) for v, name in
+                                             ((fps, "fps"), (feat_stride, "feat_stride"),
+                                              (num_frames, "num_frames"), (duration, "duration"),
+                                              (video_id, "video_id")))
+        plans = []
+        for i, x in enumerate(videos):
+            a = _as_array(x, f"video {id_l[i] if id_l[i] is not None else i}", self.model_config.input_dim)
+            mode, params = self._time_params(i, fps_l[i], stride_l[i], nf_l[i], dur_l[i])
+            windows = cut_windows(a, mode, self.model_config.temporal_scale, self.inference.window_overlap, **params)
+            plans.append(VideoPlan(windows, dur_l[i], None if id_l[i] is None else str(id_l[i])))
+        return plans
+
     # ------------------------------------------------------------------ detection
     def detect(self, features, fps=None, feat_stride=None, num_frames=None, duration=None, video_id=None,
                progress: bool = False):
@@ -196,113 +226,45 @@ class Detector:
         Time metadata may be scalars or per-video lists: ``fps`` (+ ``feat_stride``, ``num_frames``) selects window
         mode (native stride, windows of T; ``duration`` then only clamps), ``duration`` alone selects resize mode
         (the whole video resampled to T). A resize-mode checkpoint uses resize mode whenever a duration is given.
-        """
-        single = not isinstance(features, (list, tuple))
-        videos = [features] if single else list(features)
-        n = len(videos)
-        fps_l, stride_l, nf_l, dur_l, id_l = (_per_video(v, n, name) for v, name in
-                                             ((fps, "fps"), (feat_stride, "feat_stride"),
-                                              (num_frames, "num_frames"), (duration, "duration"),
-                                              (video_id, "video_id")))
-        windows: list[tuple[int, Window]] = []
-        for i, x in enumerate(videos):
-            a = _as_array(x, f"video {id_l[i] if id_l[i] is not None else i}", self.model_config.input_dim)
-            mode, params = self._time_params(i, fps_l[i], stride_l[i], nf_l[i], dur_l[i])
-            windows += [(i, w) for w in cut_windows(a, mode, self.model_config.temporal_scale,
-                                                     self.inference.window_overlap, **params)]
 
-        cands_per_video: list[list] = [[] for _ in range(n)]
-        results: list[DetectionResult | None] = [None] * n
-        remaining = [0] * n
-        for i, _ in windows:
-            remaining[i] += 1
+        Every video's windows go through the backend in batches of ``batch_size`` (:meth:`Backend.run_windows`);
+        once all windows of a video are in, :meth:`video_result` merges them.
+        """
+        plans = self.plan(features, fps, feat_stride, num_frames, duration, video_id)
+        windows = [(i, w) for i, p in enumerate(plans) for w in p.windows]
+        parts: list[list[WindowDetections]] = [[] for _ in plans]
+        results: list[DetectionResult | None] = [None] * len(plans)
         bar = None
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=n, desc="detect", unit="video")
+            bar = tqdm(total=len(plans), desc="detect", unit="video")
         for s in range(0, len(windows), self.batch_size):
             batch = windows[s:s + self.batch_size]
-            whole = [remaining[i] == 1 and cands_per_video[i] == [] for i, _ in batch]
-            for (i, w), is_whole, out in zip(batch, whole, self._run_batch([w for _, w in batch], whole)):
-                remaining[i] -= 1
-                if is_whole:  # the video is this one window: the backend's fused candidates + SoftNMS
-                    results[i] = self._result(*out, dur_l[i], id_l[i])
-                else:
-                    cands_per_video[i].append((w.grid, out))
-                    if remaining[i] == 0:  # all windows of video i are done: merge, suppress, clamp
-                        results[i] = self._finish_video(cands_per_video[i], dur_l[i], id_l[i])
-                        cands_per_video[i] = []
-                if results[i] is not None and bar is not None:
-                    bar.update(1)
+            final = [len(plans[i].windows) == 1 for i, _ in batch]
+            for (i, _), out in zip(batch, self.backend.run_windows([w for _, w in batch], final, self.inference)):
+                parts[i].append(out)
+                if len(parts[i]) == len(plans[i].windows):
+                    results[i] = self.video_result(parts[i], plans[i].duration, plans[i].video_id)
+                    parts[i] = []
+                    if bar is not None:
+                        bar.update(1)
         if bar is not None:
             bar.close()
-        return results[0] if single else results
+        return results if isinstance(features, (list, tuple)) else results[0]
 
-    def _run_batch(self, batch: list[Window], whole: list[bool]) -> list:
-        """Forward pass of a batch of windows; per window either its final detections ``(segments, scores,
-        labels)`` (``whole``: the window is the entire video) or its :class:`Candidates`."""
-        x, valid = self.pack_windows(batch)
-        if all(whole):  # every window is a whole video: forward + post-processing in one backend call
-            scale = np.array([w.grid.scale for w in batch])
-            offset = np.array([w.grid.offset for w in batch])
-            return self.backend.detections(x, valid, scale, offset, self.inference)
-        probs, masks = self.backend.forward(x, valid)
-        return self.post_process_batch(batch, whole, probs, masks, valid)
-
-    def pack_windows(self, batch: list[Window]):
-        """``(B, T, d_in)`` zero-padded windows in the backend's input dtype (float32 NumPy unless the backend sets
-        ``input_dtype``, e.g. bf16 on the CPU, when the packing copy converts) and their valid lengths."""
-        t, d = self.model_config.temporal_scale, self.model_config.input_dim
-        valid = np.array([len(w.features) for w in batch], dtype=np.int64)
-        input_dtype = self.backend.input_dtype
-        if input_dtype is None:
-            x = np.zeros((len(batch), t, d), dtype=np.float32)
-            for j, w in enumerate(batch):
-                x[j, : len(w.features)] = w.features
+    def video_result(self, parts: list[WindowDetections], duration=None, video_id=None) -> DetectionResult:
+        """One video's detections from the outputs of all its windows: a single final window is the result as it
+        is; otherwise the windows' candidates (seconds, unclamped) are merged and suppressed by one SoftNMS. Then
+        the segments are clamped to ``[0, duration]`` (``[0, inf)`` without a duration)."""
+        if len(parts) == 1 and parts[0].final:
+            segments, scores, labels = parts[0].segments, parts[0].scores, parts[0].labels
         else:
-            import torch
-
-            x = torch.empty((len(batch), t, d), dtype=input_dtype)
-            for j, w in enumerate(batch):
-                x[j, : len(w.features)].copy_(torch.from_numpy(np.asarray(w.features)))
-                x[j, len(w.features):].zero_()
-        return x, valid
-
-    def post_process_batch(self, batch: list[Window], whole: list[bool], probs, masks, valid) -> list:
-        """The post-processing half of :meth:`_run_batch` (also timed alone by ``bench/run.py``): whole-video
-        windows through the backend's batched candidates + SoftNMS, the others to candidates."""
-        out: list = [None] * len(batch)
-
-        def take(rows):  # all rows: the arrays themselves (a gather would copy B*T*T mask values)
-            if len(rows) == len(batch):
-                return probs, masks, valid
-            return probs[rows], masks[rows], valid[rows]
-
-        rows = [j for j, is_whole in enumerate(whole) if is_whole]
-        if rows:
-            scale = np.array([batch[j].grid.scale for j in rows])
-            offset = np.array([batch[j].grid.offset for j in rows])
-            for j, det in zip(rows, self.backend.window_detections(*take(rows), scale, offset, self.inference)):
-                out[j] = det
-        rows = [j for j, is_whole in enumerate(whole) if not is_whole]
-        if rows:
-            for j, c in zip(rows, self.backend.candidates(*take(rows), self.inference)):
-                out[j] = c
-        return out
-
-    def _finish_video(self, window_cands, duration, video_id) -> DetectionResult:
-        segs = [grid.to_seconds(c.segments_units()) for grid, c in window_cands]
-        segments = np.concatenate(segs).reshape(-1, 2) if segs else np.zeros((0, 2))
-        scores = np.concatenate([c.scores for _, c in window_cands]) if window_cands else np.zeros(0)
-        labels = np.concatenate([c.labels for _, c in window_cands]) if window_cands else np.zeros(0, np.int64)
-        segments, scores, labels = self.backend.soft_nms(segments, scores, labels, self.inference)
-        return self._result(segments, scores, labels, duration, video_id)
-
-    def _result(self, segments, scores, labels, duration, video_id) -> DetectionResult:
-        """Clamp to ``[0, duration]`` (SPEC §5 step 7) and wrap."""
-        segments = np.array(segments, dtype=np.float64).reshape(-1, 2)
-        segments = np.maximum(segments, 0.0)
+            segments = np.concatenate([p.segments for p in parts]).reshape(-1, 2) if parts else np.zeros((0, 2))
+            scores = np.concatenate([p.scores for p in parts]) if parts else np.zeros(0)
+            labels = np.concatenate([p.labels for p in parts]) if parts else np.zeros(0, np.int64)
+            segments, scores, labels = self.backend.soft_nms(segments, scores, labels, self.inference)
+        segments = np.maximum(np.array(segments, dtype=np.float64).reshape(-1, 2), 0.0)
         if duration is not None:
             segments = np.minimum(segments, float(duration))
         return DetectionResult(segments, np.asarray(scores, np.float64), np.asarray(labels, np.int64),

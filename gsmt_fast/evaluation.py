@@ -1,4 +1,5 @@
-"""Detection mAP exactly as the official ActivityNet ``compute_average_precision_detection`` (SPEC §7).
+"""Detection mAP exactly as the official ActivityNet ``compute_average_precision_detection`` (docs/DESIGN.md,
+"Evaluation").
 
 Algorithm, per class c of the ground truth (GT) and per tIoU threshold:
 
@@ -44,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from gsmt_fast.postprocess.nms import segment_iou
+from gsmt_fast.postprocess.reference import segment_iou
 from gsmt_fast.results import canonical_video_id, read_results
 
 THUMOS_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)

@@ -1,7 +1,5 @@
-"""Training targets and losses of GSMT (paper §3.3, SPEC §3).
-
-Targets: ``assign_targets`` turns the instances of one window (in snippet units) into per-snippet classes and the
-T×T global segmentation mask target; ``batch_targets`` stacks several windows into torch tensors.
+"""Training losses of GSMT (paper §3.3). The targets they take come from :mod:`gsmt_fast.data.targets`
+(``batch_targets``).
 
 Losses (all take logits, never probabilities, so that the log terms use stable log-sigmoid / log-softmax forms):
 
@@ -20,138 +18,16 @@ inference never needs it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-CLASSIFICATION_LOSS_KINDS = ("focal_lr", "ce")
-MASK_LOSS_KINDS = ("default", "paper", "bce_dice")
+from .config import LOSS_KINDS, LossConfig, check_loss_kind
 
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Label assignment
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Targets:
-    """Training targets of one window of ``T`` snippets.
-
-    cls: (T,) int64, class of each snippet; K (background) on background and padded snippets.
-    mask: (T, T) float32, column t is the mask target g_t of snippet t (all zeros for background snippets).
-    instance: (T,) int64, index (into the input instances) of the instance owning snippet t; -1 for background.
-    valid_len: number of valid (non-padded) snippets.
-    """
-
-    cls: np.ndarray
-    mask: np.ndarray
-    instance: np.ndarray
-    valid_len: int
-
-
-def assign_targets(
-    segments_units: np.ndarray,
-    labels: np.ndarray,
-    num_classes: int,
-    temporal_scale: int,
-    valid_len: int | None = None,
-) -> Targets:
-    """Assign classes and global segmentation mask targets to the snippets of one window.
-
-    ``segments_units`` (N, 2) are instance ``[start, end]`` in snippet units of the window: snippet i covers [i, i+1)
-    and its centre is i + 0.5. Rules:
-
-    - snippet t < valid_len is a snippet of instance j when its centre lies in the closed interval [s_j, e_j];
-    - an instance that covers no snippet centre but overlaps the valid window [0, valid_len) with positive length
-      (or is a zero-length instance inside it) has one snippet: the one whose centre is nearest to the midpoint of
-      the instance clipped into the window (ties: the lower index);
-    - instances that do not overlap the valid window are ignored;
-    - a snippet claimed by several instances belongs to the shortest one (by full, unclipped length; ties: the lower
-      instance index) and gets its class;
-    - the mask column g_t of an action snippet t is 1 on all snippets of t's instance, whether or not that instance
-      won them, and 0 elsewhere (padded rows included). An instance whose snippets were all won by shorter instances
-      contributes no column.
-    """
-    if not isinstance(temporal_scale, (int, np.integer)) or temporal_scale < 1:
-        raise ValueError(f"temporal_scale must be a positive integer, got {temporal_scale!r}")
-    if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    if valid_len is None:
-        valid_len = temporal_scale
-    if not 0 <= valid_len <= temporal_scale:
-        raise ValueError(f"valid_len must lie in [0, temporal_scale={temporal_scale}], got {valid_len}")
-    valid_len = int(valid_len)
-
-    segments = np.asarray(segments_units, dtype=np.float64)
-    if segments.size == 0:
-        segments = segments.reshape(0, 2)
-    if segments.ndim != 2 or segments.shape[1] != 2:
-        raise ValueError(f"segments_units must have shape (N, 2), got {segments.shape}")
-    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
-    if len(labels) != len(segments):
-        raise ValueError(f"got {len(segments)} segments but {len(labels)} labels")
-    if not np.all(np.isfinite(segments)):
-        raise ValueError("segments_units contains non-finite values")
-    if np.any(segments[:, 1] < segments[:, 0]):
-        bad = int(np.flatnonzero(segments[:, 1] < segments[:, 0])[0])
-        raise ValueError(f"segment {bad} ends before it starts: {segments[bad].tolist()}")
-    if np.any((labels < 0) | (labels >= num_classes)):
-        raise ValueError(f"labels must lie in [0, num_classes={num_classes}), got {labels.tolist()}")
-
-    centres = np.arange(valid_len) + 0.5
-    # The snippets of each kept instance (an index array into the valid window).
-    members: dict[int, np.ndarray] = {}
-    for j, (start, end) in enumerate(segments):
-        clipped_start, clipped_end = max(start, 0.0), min(end, float(valid_len))
-        overlaps = clipped_end > clipped_start or (start == end and 0.0 <= start < valid_len)
-        if not overlaps:
-            continue
-        covered = np.flatnonzero((centres >= start) & (centres <= end))
-        if covered.size == 0:
-            # Sub-snippet instance (or a sliver at the window edge): its nearest snippet centre to the clipped
-            # midpoint. The centre t + 0.5 nearest to x is t = round(x - 0.5); ceil(x - 1) is the same with ties
-            # going to the lower index.
-            midpoint = 0.5 * (clipped_start + clipped_end)
-            nearest = min(max(math.ceil(midpoint - 1.0), 0), valid_len - 1)
-            covered = np.array([nearest])
-        members[j] = covered
-
-    cls = np.full(temporal_scale, num_classes, dtype=np.int64)
-    instance = np.full(temporal_scale, -1, dtype=np.int64)
-    # Shortest instance first (ties: lower index); a snippet already taken keeps its owner.
-    lengths = segments[:, 1] - segments[:, 0]
-    for j in sorted(members, key=lambda j: (lengths[j], j)):
-        free = members[j][instance[members[j]] < 0]
-        instance[free] = j
-        cls[free] = labels[j]
-
-    mask = np.zeros((temporal_scale, temporal_scale), dtype=np.float32)
-    for t in np.flatnonzero(instance >= 0):
-        mask[members[int(instance[t])], t] = 1.0
-    return Targets(cls=cls, mask=mask, instance=instance, valid_len=valid_len)
-
-
-def batch_targets(targets: list[Targets], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
-    """Stack the targets of several windows: cls (B, T) int64, mask (B, T, T) float32, action (B, T) bool,
-    instance (B, T) int64 and valid (B, T) bool."""
-    if len(targets) == 0:
-        raise ValueError("batch_targets needs at least one Targets")
-    scales = {len(t.cls) for t in targets}
-    if len(scales) != 1:
-        raise ValueError(f"all targets must have the same temporal scale, got {sorted(scales)}")
-    temporal_scale = scales.pop()
-    instance = torch.as_tensor(np.stack([t.instance for t in targets]), device=device)
-    valid_len = torch.as_tensor([t.valid_len for t in targets], device=device)
-    return {
-        "cls": torch.as_tensor(np.stack([t.cls for t in targets]), device=device),
-        "mask": torch.as_tensor(np.stack([t.mask for t in targets]), device=device),
-        "action": instance >= 0,
-        "instance": instance,
-        "valid": torch.arange(temporal_scale, device=device)[None, :] < valid_len[:, None],
-    }
+CLASSIFICATION_LOSS_KINDS = LOSS_KINDS["cls_loss"]
+MASK_LOSS_KINDS = LOSS_KINDS["mask_loss"]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -261,12 +137,10 @@ def classification_loss(
 ) -> torch.Tensor:
     """``kind="focal_lr"``: lambda1 * focal + (1 - lambda1) * class-balanced LR (paper Eq. 5);
     ``kind="ce"``: plain cross-entropy. Both averaged over valid snippets."""
-    if kind == "focal_lr":
-        return lambda1 * focal_loss(logits, target, valid, gamma=gamma) + (1.0 - lambda1) * class_balanced_lr_loss(
-            logits, target, valid, alpha=alpha)
-    if kind == "ce":
+    if check_loss_kind("cls_loss", kind) == "ce":
         return cross_entropy_loss(logits, target, valid)
-    raise ValueError(f"unknown classification loss kind {kind!r}; expected one of {CLASSIFICATION_LOSS_KINDS}")
+    return lambda1 * focal_loss(logits, target, valid, gamma=gamma) + (1.0 - lambda1) * class_balanced_lr_loss(
+        logits, target, valid, alpha=alpha)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -403,12 +277,12 @@ def mask_loss(
 
     mask_logits (B, T, T) (column t = mask predicted from snippet t), mask_target (B, T, T) (column t = g_t),
     action (B, T) bool, valid (B, T) bool (None: all valid; padded rows of each column are left out).
-    kind "default": BCE + dice + lambda_b * bIoU (SPEC §3; trains where the paper's combination did not);
+    kind "default": BCE + dice + lambda_b * bIoU (docs/DESIGN.md "Training": trains where the paper's combination did
+    not);
     "paper": bIoU + lambda2 * dice (paper Eq. 6); "bce_dice": BCE + dice.
     Returns {"mask_bce", "mask_dice", "mask_biou", "mask"} (terms the kind does not use are absent); "mask" is the
     total, a zero that keeps the graph when the batch has no action snippet."""
-    if kind not in MASK_LOSS_KINDS:
-        raise ValueError(f"unknown mask loss kind {kind!r}; expected one of {MASK_LOSS_KINDS}")
+    check_loss_kind("mask_loss", kind)
     if mask_logits.dim() != 3 or mask_logits.shape[1] != mask_logits.shape[2]:
         raise ValueError(f"mask logits must have shape (B, T, T), got {tuple(mask_logits.shape)}")
     batch, length, _ = mask_logits.shape
@@ -458,36 +332,12 @@ class GSMTLoss(nn.Module):
     """``L = L_c + L_m`` (paper §3.3). forward returns a dict with "cls", the mask terms of ``mask_loss``, "mask" and
     "total"."""
 
-    def __init__(
-        self,
-        cls_loss: str = "focal_lr",
-        mask_loss: str = "default",
-        lambda1: float = 0.4,
-        lambda2: float = 0.4,
-        lambda_b: float = 0.1,
-        gamma: float = 2.0,
-        alpha: float = 10.0,
-        kernel_size: int = 7,
-        balanced_bce: bool = True,
-    ):
+    def __init__(self, cfg: LossConfig | None = None, **fields):
+        """``GSMTLoss(LossConfig(...))`` or ``GSMTLoss(cls_loss=..., lambda1=..., ...)`` (the LossConfig fields)."""
         super().__init__()
-        if cls_loss not in CLASSIFICATION_LOSS_KINDS:
-            raise ValueError(f"unknown cls_loss {cls_loss!r}; expected one of {CLASSIFICATION_LOSS_KINDS}")
-        if mask_loss not in MASK_LOSS_KINDS:
-            raise ValueError(f"unknown mask_loss {mask_loss!r}; expected one of {MASK_LOSS_KINDS}")
-        if not 0.0 <= lambda1 <= 1.0:
-            raise ValueError(f"lambda1 must lie in [0, 1], got {lambda1}")
-        if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size!r}")
-        self.cls_loss = cls_loss
-        self.mask_loss = mask_loss
-        self.lambda1 = lambda1
-        self.lambda2 = lambda2
-        self.lambda_b = lambda_b
-        self.gamma = gamma
-        self.alpha = alpha
-        self.kernel_size = kernel_size
-        self.balanced_bce = balanced_bce
+        if cfg is not None and fields:
+            raise TypeError("pass either a LossConfig or its fields, not both")
+        self.cfg = cfg if cfg is not None else LossConfig(**fields)
 
     def forward(
         self,
@@ -503,17 +353,16 @@ class GSMTLoss(nn.Module):
             raise ValueError(f"targets lack {missing}; build them with batch_targets")
         if valid is None:
             valid = targets.get("valid")
+        c = self.cfg
         losses = {
-            "cls": classification_loss(cls_logits, targets["cls"], valid, kind=self.cls_loss, lambda1=self.lambda1,
-                                       gamma=self.gamma, alpha=self.alpha)
+            "cls": classification_loss(cls_logits, targets["cls"], valid, kind=c.cls_loss, lambda1=c.lambda1,
+                                       gamma=c.gamma, alpha=c.alpha)
         }
-        losses.update(mask_loss(mask_logits, targets["mask"], targets["action"], valid, kind=self.mask_loss,
-                                lambda_b=self.lambda_b, lambda2=self.lambda2, kernel_size=self.kernel_size,
-                                balanced_bce=self.balanced_bce))
+        losses.update(mask_loss(mask_logits, targets["mask"], targets["action"], valid, kind=c.mask_loss,
+                                lambda_b=c.lambda_b, lambda2=c.lambda2, kernel_size=c.kernel_size,
+                                balanced_bce=c.balanced_bce))
         losses["total"] = losses["cls"] + losses["mask"]
         return losses
 
     def extra_repr(self) -> str:
-        return (f"cls_loss={self.cls_loss!r}, mask_loss={self.mask_loss!r}, lambda1={self.lambda1}, "
-                f"lambda2={self.lambda2}, lambda_b={self.lambda_b}, gamma={self.gamma}, alpha={self.alpha}, "
-                f"kernel_size={self.kernel_size}")
+        return ", ".join(f"{k}={v!r}" for k, v in self.cfg.to_dict().items())

@@ -1,7 +1,9 @@
-"""The reference GSMT model (paper §3.1–3.2, SPEC §2).
+"""The reference GSMT model (paper §3.1–3.2; docs/DESIGN.md "Model").
 
 ``GSMT(cfg)(x)`` maps snippet features ``x (B, T, d_in)`` to class logits ``(B, K+1, T)`` and foreground masks
 ``(B, T, T)`` in [0, 1], where ``masks[b, :, t]`` (column t) is the mask of the whole window predicted from snippet t.
+``GSMT.predict`` gives what inference post-processes (class probabilities and masks); :func:`predict_bf16` is the
+same computation with a bf16 trunk, the CPU fast path beside it (the Triton one is ``gsmt_fast.kernels.model``).
 
 Padding: windows shorter than T are zero-padded; ``valid_len (B,)`` masks padded snippets out of attention and zeroes
 their embeddings before the heads, so a padded window computes exactly what its valid part determines.
@@ -58,7 +60,7 @@ class SelfAttention(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Pre-LayerNorm block: x + MHA(LN(x)), then x + MLP(LN(x)) with a single C→C layer (SPEC §2)."""
+    """Pre-LayerNorm block: x + MHA(LN(x)), then x + MLP(LN(x)) with a single C→C layer (paper §3.1)."""
 
     def __init__(self, cfg: GSMTConfig):
         super().__init__()
@@ -121,6 +123,28 @@ class GSMT(nn.Module):
     def forward(self, x: torch.Tensor, valid_len=None) -> tuple[torch.Tensor, torch.Tensor]:
         logits, mask_logits = self.forward_logits(x, valid_len)
         return logits, torch.sigmoid(mask_logits)
+
+    def predict(self, x: torch.Tensor, valid_len=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class probabilities (B, K+1, T) (softmax over the K+1 rows) and masks (B, T, T): what inference
+        post-processes."""
+        logits, masks = self(x, valid_len)
+        return torch.softmax(logits, dim=1), masks
+
+
+def predict_bf16(model: GSMT, x: torch.Tensor, valid_len=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:meth:`GSMT.predict` with the transformer and the two k=3 mask convolutions under bf16 autocast and the two
+    output layers (class head, the mask head's final k=1 convolution) in float32: every logit that the
+    post-processing thresholds is computed in float32, because rounding the mask logits to bf16 moves values across
+    the mask thresholds (bench/RESULTS.md has the accuracy of both choices)."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16):
+        e = model.embed(x, valid_len)
+        h = model.mask_head[:-1](e)
+    # Both output layers are k=1 convolutions, computed as the equivalent GEMMs (oneDNN's fp32 conv1d with few output
+    # channels is slow): class logits from the channels-last embedding, masks as W3 @ h2 per window.
+    cls, last = model.cls_head, model.mask_head[-1]
+    logits = F.linear(e.transpose(1, 2).float(), cls.weight[:, :, 0], cls.bias)
+    mask_logits = torch.baddbmm(last.bias[None, :, None], last.weight[:, :, 0].expand(len(h), -1, -1), h.float())
+    return torch.softmax(logits.transpose(1, 2), dim=1), torch.sigmoid(mask_logits)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._io import atomic_path
+from .files import atomic_path
 
 
 def plot_timeline(results, annotations, video_id: str, out: str | Path, top_k: int = 10) -> Path:

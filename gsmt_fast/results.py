@@ -1,4 +1,4 @@
-"""Detection results in the official ActivityNet results JSON (SPEC §7, NOTES "Formats").
+"""Detection results in the official ActivityNet results JSON (docs/DESIGN.md, "Evaluation").
 
 Written format::
 
@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from gsmt_fast._io import atomic_write_json
 from gsmt_fast.data.annotations import canonical_video_id
+from gsmt_fast.files import atomic_write_json
 
 RESULTS_VERSION = "VERSION 1.3"
 _ACTIONFORMER_COLUMNS = ("video-id", "t-start", "t-end", "label", "score")

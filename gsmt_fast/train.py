@@ -24,13 +24,13 @@ import numpy as np
 import torch
 import yaml
 
-from ._io import atomic_path, atomic_write_json, atomic_write_text
 from .checkpoint import save_checkpoint
-from .config import GSMTConfig, InferenceConfig
+from .config import GSMTConfig, InferenceConfig, LossConfig
 from .data.annotations import detect_kwargs
 from .data.dataset import WindowDataset, load_dataset_spec, load_split
 from .detector import Detector, results_to_json
 from .evaluation import evaluate, parse_thresholds
+from .files import atomic_path, atomic_write_json, atomic_write_text
 from .losses import GSMTLoss
 from .model import GSMT
 from .results import write_results
@@ -161,13 +161,14 @@ def train(cfg: dict, out_dir: str | Path, data_root: str | Path | None = None, r
     t_scale = int(cfg["model"].get("temporal_scale") or spec.temporal_scale or 256)
     mcfg = build_model_config(cfg, len(class_names), store.feature_dim, t_scale)
     inference = InferenceConfig(**cfg["inference"])
+    loss_cfg = LossConfig(**cfg["loss"])
     thresholds = parse_thresholds(cfg["eval"]["tiou_thresholds"])
     atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
 
     data = WindowDataset(train_videos, store, class_names, spec.input_mode, spec.grid, mcfg.temporal_scale,
                          float(tcfg["window_overlap"]), skip_empty=bool(tcfg["skip_empty_windows"]))
     model = GSMT(mcfg)
-    criterion = GSMTLoss(**cfg["loss"])
+    criterion = GSMTLoss(loss_cfg)
     opt = make_optimizer(model, tcfg)
     bs = int(tcfg["batch_size"])
     steps_per_epoch = math.ceil(len(data) / bs)

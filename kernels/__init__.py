@@ -1,6 +1,6 @@
 """Triton kernels of the gsmt_fast engine, importable as ``gsmt_fast.kernels``.
 
-One module per kernel, its naive PyTorch reference beside it (``<op>_reference``):
+One module per kernel, its naive PyTorch version beside it (``<op>_naive``: what the tests compare against):
 
 * ``linear``: ``fused_linear`` — GEMM with an optional LayerNorm prologue and bias/activation/residual/row-add
   epilogues (input projection + positional encoding, pre-LN QKV, out-projection + residual, pre-LN MLP);
@@ -11,7 +11,8 @@ One module per kernel, its naive PyTorch reference beside it (``<op>_reference``
 * ``mask_head``: ``mask_head`` — conv k=3 + ReLU ×2 and the k=1 projection to T + sigmoid, the T×T masks written once
   (or only selected columns).
 
-``_checks`` holds the wrappers' shared input validation. ``gsmt_fast.backends.triton_backend`` chains them.
+``model`` chains them into the whole GSMT forward pass (used by ``gsmt_fast.backends.triton_backend``); ``_checks``
+holds the wrappers' shared input validation.
 
 Triton is optional: importing this package never requires it; each kernel module imports triton itself.
 Under ``TRITON_INTERPRET=1`` (set before importing a kernel module) the kernels run on the CPU.

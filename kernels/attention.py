@@ -36,9 +36,8 @@ Why this design:
 - ``tl.dot`` on a GPU needs every block dimension >= 16, so the head-dim block is ``max(16, next_pow2(D))``, padded
   with masked (zero) loads: the tiny preset's D = 8 works; padded columns are never stored.
 - Under the interpreter (``TRITON_INTERPRET=1``, CPU tensors) every program runs serially in Python, so the blocks
-  are as large as T allows (fewer, bigger programs); on a GPU the blocks were picked by a sweep on an H100
-  (64 x 64, 4 warps, 3 stages for 16-bit; 32 x 32 for fp32, whose IEEE dots run on the FMA units and need more
-  registers).
+  are as large as T allows (fewer, bigger programs); on a GPU: 64 x 64, 4 warps, 3 stages for 16-bit; 32 x 32 for
+  fp32, whose IEEE dots run on the FMA units and need more registers (bench/RESULTS.md, "Kernel tuning").
 """
 
 from __future__ import annotations
@@ -56,7 +55,7 @@ SUPPORTED_DTYPES = FLOAT_DTYPES
 _LOG2_E = 1.4426950408889634
 
 
-def flash_attention_reference(qkv: torch.Tensor, num_heads: int, valid_len: torch.Tensor | None = None,
+def flash_attention_naive(qkv: torch.Tensor, num_heads: int, valid_len: torch.Tensor | None = None,
                               sm_scale: float | None = None, *,
                               compute_dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The model's attention written plainly: reshape the fused QKV output, ``F.scaled_dot_product_attention`` with
@@ -222,13 +221,11 @@ def flash_attention(qkv: torch.Tensor, num_heads: int, valid_len: torch.Tensor |
         default_m, default_n = _clamp_block(seq_len, 16, 128), _clamp_block(seq_len, 16, 128)
         num_warps, num_stages = 4, 1
     elif is_fp32:
-        # IEEE fp32 dots run on the FMA units: small tiles keep the register footprint sane (H100, D=128: 32x32
-        # ran 3x faster than 64x32 and 40x faster than 64x64, which spills).
+        # IEEE fp32 dots run on the FMA units: small tiles keep the register footprint sane (64x64 spills).
         default_m, default_n = _clamp_block(seq_len, 16, 32), _clamp_block(seq_len, 16, 32)
         num_warps, num_stages = 4, 2
     else:
-        # Measured on an H100 (triton 3.6, C=512, 4 heads, D=128; B=256 x T=256 and B=64 x T=1024): 64x64 tiles,
-        # 4 warps, 3 stages beat 128x64/8 warps by 15-20 % (more programs in flight for short windows).
+        # 64x64 tiles, 4 warps, 3 stages: more programs in flight for short windows than 128x64 / 8 warps.
         default_m, default_n = _clamp_block(seq_len, 16, 64), _clamp_block(seq_len, 16, 64)
         num_warps, num_stages = 4, 3
     block_m = block_m or default_m

@@ -1,7 +1,7 @@
 """Class head of GSMT with its softmax, per-snippet foreground score/label and the top-M1 snippet selection.
 
-What it computes (model: ``GSMT.cls_head = Conv1d(C, K+1, kernel_size=1)``, SPEC §2.3 and §5 steps 1–2; tie rules
-of the oracle :mod:`gsmt_fast.postprocess.reference`), for each video ``b`` with ``n = valid_len[b]``:
+What it computes (model: ``GSMT.cls_head = Conv1d(C, K+1, kernel_size=1)``, and steps 1–2 of the post-processing;
+tie rules of the oracle :mod:`gsmt_fast.postprocess.reference`), for each video ``b`` with ``n = valid_len[b]``:
 
 * ``logits[k, t] = bias[k] + sum_c weight[k, c] * e[b, t, c]``, ``probs[b] = softmax over the K+1 classes``
   (class K is the background), float32, for every snippet t (padded ones too: they are computed, never selected);
@@ -39,7 +39,7 @@ Why this design:
   ``-1`` padding and ``top_count``. Inputs must be finite: with a NaN fg the ranks are no longer a permutation.
 * ``valid_len`` given as a CUDA tensor is not range-checked on the host (that would synchronise, and break CUDA-graph
   capture); the kernels clamp it to [0, T], so a bad value cannot touch memory out of bounds. Host values are checked.
-* Block sizes are powers of two >= 16 (``tl.dot`` on the H100). The class block holds all K+1 classes (at most
+* Block sizes are powers of two >= 16 (``tl.dot`` on a GPU). The class block holds all K+1 classes (at most
   1024); the T-block shrinks as the class block grows to keep the fp32 accumulator at <= 16 K elements per program.
   Under ``TRITON_INTERPRET=1`` (CPU) each program runs serially in Python, so blocks are as large as the problem.
 """
@@ -202,9 +202,8 @@ class _LaunchConfig(NamedTuple):
 
 
 def _launch_config(num_classes: int, length: int, channels: int, dtype: torch.dtype) -> _LaunchConfig:
-    """Block sizes of the probs kernel. Measured on an H100 (B=256, T=256, C=512, CUDA-graph replay): 16-bit K=20
-    30 us with (T64, C128, 4 warps, 3 stages), 32-34 us elsewhere; K=200 90 us with (T64, C64, 8 warps, 4 stages),
-    96-133 us for the other tiles; fp32 K=200 840 us with 2 stages (3 would not fit shared memory)."""
+    """Block sizes of the probs kernel, the fastest of a sweep (bench/RESULTS.md, "Kernel tuning"); fp32 with many
+    classes takes 2 stages because 3 do not fit in shared memory."""
     block_k = max(16, triton.next_power_of_2(num_classes))
     if interpreted():  # serial Python programs: as few and as large as the problem allows
         block_t = max(16, min(256, triton.next_power_of_2(length)))
@@ -296,7 +295,7 @@ def class_head(e, weight, bias, valid_len, top_snippets, *, out_probs=None, out_
         return result
     if interpreted():
         block_q = block_s = max(16, min(256, triton.next_power_of_2(length)))
-    else:  # a (32 x 256) comparison tile per step: 11 us for B=256, T=256 on an H100 (64 x 128: 16 us)
+    else:  # a (32 x 256) comparison tile per step (faster than 64 x 128)
         block_q, block_s = 32, 256
     block_pad = max(16, min(256, triton.next_power_of_2(top_snippets)))
     _top_snippets_kernel[(triton.cdiv(length, block_q), batch)](
@@ -308,9 +307,9 @@ def class_head(e, weight, bias, valid_len, top_snippets, *, out_probs=None, out_
     return result
 
 
-# ----------------------------------------------------------------------------------------------------- reference
-def select_top_snippets_reference(probs: np.ndarray, valid_len: int, top_snippets: int):
-    """SPEC §5 steps 1–2 on one window, as the oracle :func:`gsmt_fast.postprocess.reference.window_candidates`
+# ---------------------------------------------------------------------------------------------------------- naive
+def select_top_snippets_naive(probs: np.ndarray, valid_len: int, top_snippets: int):
+    """Post-processing steps 1–2 on one window, as the oracle :func:`gsmt_fast.postprocess.reference.window_candidates`
     does them (that function does not expose them): float64 ``probs`` (K+1, T) -> ``(fg (n,), label (n,),
     selected (M1,))`` over the first ``n = valid_len`` snippets."""
     probs = np.asarray(probs, dtype=np.float64)
@@ -323,7 +322,7 @@ def select_top_snippets_reference(probs: np.ndarray, valid_len: int, top_snippet
     return fg, label, selected
 
 
-def class_head_reference(e, weight, bias, valid_len, top_snippets, *, compute_dtype=torch.float32) -> ClassHeadOutput:
+def class_head_naive(e, weight, bias, valid_len, top_snippets, *, compute_dtype=torch.float32) -> ClassHeadOutput:
     """Plain PyTorch/NumPy class head: the model's Conv1d (k=1) and softmax, then the oracle's steps 1–2.
 
     The logits are computed in ``compute_dtype`` (float32 by default; a low precision reproduces what eager PyTorch
@@ -353,9 +352,9 @@ def class_head_reference(e, weight, bias, valid_len, top_snippets, *, compute_dt
     top = np.full((batch, top_snippets), -1, dtype=np.int32)
     top_count = np.zeros((batch,), dtype=np.int32)
     for b in range(batch):
-        full_fg, full_label, _ = select_top_snippets_reference(probs_host[b], length, 1)
+        full_fg, full_label, _ = select_top_snippets_naive(probs_host[b], length, 1)
         fg[b], label[b] = full_fg, full_label
-        _, _, selected = select_top_snippets_reference(probs_host[b], valid_len[b], top_snippets)
+        _, _, selected = select_top_snippets_naive(probs_host[b], valid_len[b], top_snippets)
         top[b, : len(selected)] = selected
         top_count[b] = len(selected)
     device = probs.device
@@ -363,4 +362,4 @@ def class_head_reference(e, weight, bias, valid_len, top_snippets, *, compute_dt
                            torch.from_numpy(top).to(device), torch.from_numpy(top_count).to(device))
 
 
-__all__ = ["ClassHeadOutput", "class_head", "class_head_reference", "select_top_snippets_reference"]
+__all__ = ["ClassHeadOutput", "class_head", "class_head_naive", "select_top_snippets_naive"]

@@ -44,7 +44,7 @@ from ._checks import (
 _MAX_SINGLE_BLOCK_C = 4096
 
 
-def layer_norm_rows_reference(x, weight, bias, eps=1e-5, *, valid_len=None, period=None, out=None):
+def layer_norm_rows_naive(x, weight, bias, eps=1e-5, *, valid_len=None, period=None, out=None):
     """Plain PyTorch: F.layer_norm in float32, then padded rows zeroed (as GSMT.embed). Returns float32 (or out)."""
     y = F.layer_norm(x.float(), (x.shape[-1],), weight.float(), bias.float(), eps)
     if valid_len is not None:

@@ -10,7 +10,7 @@ What it computes (every part but the matrix product optional)::
 
 These are the model's linear layers in channels-last form (x = the (B*T, C) matrix of snippet embeddings):
 input projection + positional encoding (``row_add``), the pre-LN QKV projection (``ln_weight``), the attention
-out-projection + residual, and the pre-LN MLP layer + activation + residual (gsmt_fast/model.py, SPEC §2).
+out-projection + residual, and the pre-LN MLP layer + activation + residual (gsmt_fast/model.py).
 
 Design, and why:
 
@@ -33,19 +33,15 @@ Design, and why:
   parameters, residual and row_add may have any float dtype: the kernel reads them as fp32.
 * Programs are ordered in groups of GROUP_M row blocks (``pid`` -> (pid_m, pid_n) "super-grouping") so that
   programs running at the same time share x row blocks and weight column blocks in L2.
-* Block sizes (measured on an H100, triton 3.6, M = 65536, bf16): 128x256x64 with 8 warps and 3 stages for
-  fp16/bf16 when N > 128 (input projection 2048->512: 0.26 ms = 529 TFLOP/s, vs 0.31 ms with 128x128; pre-LN QKV
-  512->1536: 0.56 ms vs 0.83 ms, since the wider tile amortises the per-element normalisation of the x tile over
-  twice the columns), 128x128 when 64 < N <= 128, 128x64 with 4 warps when N <= 64. fp32: 128x128x32, 8 warps,
-  2 stages (ieee fp32 dots run on the FMA units: 6.6 ms vs 9.7 ms for 64x64x32 at 2048->512). Every block dim is
-  >= 16 as the GPU's ``tl.dot`` requires, the edges masked. Under the Triton interpreter (CPU) the blocks are as
-  large as the problem allows (up to 128) since the interpreter runs programs one after another in Python. No
-  autotuning: the shapes the model uses are few and large, and GPU time is scarce.
-* The LN path costs about 2x the plain GEMM (QKV 512->1536: 0.56 ms with LN vs 0.26 ms without): the stats pass
-  re-reads x and the normalisation of each x tile is ALU work in the main loop. A "folded" variant (gamma folded
-  into the weight, mean/rstd applied in the epilogue: a plain GEMM on raw x) was measured: 0.44 ms for QKV but
-  slower for the 512->512 MLP, and 5x less accurate in fp32 when |mean| >> std (x @ w.T - mean * colsum(w)
-  cancels), so it was not kept.
+* Block sizes (chosen by measurement, bench/RESULTS.md "Kernel tuning"): 128x256x64 with 8 warps and 3 stages for
+  fp16/bf16 when N > 128 (the wider tile amortises the LayerNorm prologue's per-element work over twice the
+  columns), 128x128 when 64 < N <= 128, 128x64 with 4 warps when N <= 64; fp32 128x128x32, 8 warps, 2 stages (IEEE
+  fp32 dots run on the FMA units). Every block dim is >= 16 as the GPU's ``tl.dot`` requires, the edges masked.
+  Under the Triton interpreter (CPU) the blocks are as large as the problem allows (up to 128) since the interpreter
+  runs programs one after another in Python. No autotuning: the shapes the model uses are few and large.
+* The LN prologue costs about 2x the plain GEMM (the stats pass re-reads x; normalising each x tile is ALU work in
+  the main loop). Folding gamma into the weight and applying mean/rstd in the epilogue is faster for QKV only, and
+  less accurate in fp32 when |mean| >> std (x @ w.T - mean * colsum(w) cancels), so the prologue stays.
 * ``out`` may be ``residual`` itself (in-place residual update ``x = fused_linear(..., residual=x, out=x)``): each
   output element is read (as residual) and then written by the same program and no other, so that is safe. Any
   other overlap of ``out`` with an input (x, weight, row_add, ...; or a partial overlap with residual) is refused:
@@ -64,8 +60,8 @@ from ._checks import check_eps, check_float, check_out, check_shape, check_tenso
 _ACTIVATIONS = {None: 0, "relu": 1, "gelu": 2}
 
 
-# ------------------------------------------------------------------------------------------------------ reference
-def fused_linear_reference(x, weight, bias=None, *, ln_weight=None, ln_bias=None, ln_eps=1e-5, activation=None,
+# ---------------------------------------------------------------------------------------------------------- naive
+def fused_linear_naive(x, weight, bias=None, *, ln_weight=None, ln_bias=None, ln_eps=1e-5, activation=None,
                            residual=None, row_add=None, row_add_period=None, out=None,
                            compute_dtype=torch.float32):
     """Plain-PyTorch ``fused_linear``: the model's own ops one after the other.
@@ -159,7 +155,7 @@ def _fused_linear_kernel(
         if HAS_LN:
             gamma = tl.load(ln_w_ptr + k_idx, mask=k_ok, other=0.0).to(tl.float32)
             beta = tl.load(ln_b_ptr + k_idx, mask=k_ok, other=0.0).to(tl.float32)
-            # x - mean first: exact when |mean| >> std, unlike the one-FMA x * rstd - mean * rstd (measured 2x worse).
+            # x - mean first: exact when |mean| >> std, unlike the one-FMA x * rstd - mean * rstd (2x the error).
             a_norm = (a.to(tl.float32) - mean[:, None]) * rstd[:, None] * gamma[None, :] + beta[None, :]
             # Rounded to the compute dtype where PyTorch rounds LN's output; padded columns stay exact zeros.
             a = tl.where(k_ok[None, :], a_norm, 0.0).to(x_ptr.dtype.element_ty)

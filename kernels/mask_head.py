@@ -1,4 +1,4 @@
-"""Fused mask head of GSMT (SPEC §2, ``gsmt_fast.model.GSMT.mask_head``) as three Triton kernels.
+"""Fused mask head of GSMT (``gsmt_fast.model.GSMT.mask_head``) as three Triton kernels.
 
 What it computes, for an embedding ``e`` of shape (B, T, C), channels-last (row t of video b is ``e[b, t, :]``; padded
 snippets' rows are already zero, as the transformer kernels leave them):
@@ -49,12 +49,8 @@ Design (the WHY):
   interpreter (CPU, ``TRITON_INTERPRET=1``) every program runs serially in Python, so there the blocks are as large as
   the problem (up to 128) to keep the grid small.
 
-Measured (H100, triton 3.6, torch 2.11, B=256, T=256, C=512, Cm=256, bf16, do_bench medians): full masks 0.23 ms
-(~370 TFLOP/s counted as 2*B*T*(3*C*Cm + 3*Cm*Cm + Cm*T)) vs 0.78 ms eager PyTorch bf16 and 0.44 ms torch.compile;
-the GPU work alone (CUDA-graph replay) is 0.22 ms, of which conv1 0.11, conv2 0.065, the projection 0.045. The
-wrapper's host work (checks, weight repacking, three launches) is ~0.2 ms per call, as long as the GPU work at this
-size: a caller that runs small batches should capture it in a CUDA graph (it captures cleanly). The fp32 path runs
-on CUDA cores (IEEE, no tensor cores) at ~21 TFLOP/s (4 ms for the same batch).
+The wrapper's host work (checks, weight repacking, three launches) is as long as the GPU work of a large
+batch: callers that run small batches capture it in a CUDA graph (it captures cleanly). Timings: bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -66,13 +62,13 @@ import triton.language as tl
 
 from ._checks import check_device, check_float, check_float_dtype, check_shape, check_tensor, interpreted
 
-__all__ = ["mask_head", "mask_head_reference"]
+__all__ = ["mask_head", "mask_head_naive"]
 
 _COLUMN_DTYPES = (torch.int32, torch.int64)
 
 
-# ------------------------------------------------------------------------------------------------------- reference
-def mask_head_reference(e, w1, b1, w2, b2, w3, b3, columns=None):
+# ---------------------------------------------------------------------------------------------------------- naive
+def mask_head_naive(e, w1, b1, w2, b2, w3, b3, columns=None):
     """The model's mask head in plain PyTorch, float32: masks (B, T, T), or (B, T, M) gathered at ``columns``.
 
     ``e`` is channels-last (B, T, C); it is transposed to (B, C, T) and run through the same ``F.conv1d`` calls as
@@ -209,12 +205,9 @@ def _tile_config(rows: int, cols: int, reduction: int, dtype: torch.dtype, names
     ``names``, plus num_warps/num_stages on the GPU. ``few_cols``: a narrow 16-bit output (<= 64 columns) takes
     64-row tiles, i.e. more programs.
 
-    H100, triton 3.6, paper dims (B=256, T=256, C=512, Cm=256): in bf16 128x128x64 tiles with 8 warps gave conv1
-    461 TFLOP/s and conv2 397 (64-row or 64-channel tiles and 4 warps: 290-440), and the projection's full masks 192
-    TFLOP/s (750 GB/s of fp16 masks: K = Cm is short, so the epilogue weighs); a few gathered columns (M <= 64) prefer
-    64x64 tiles. fp32 (IEEE, no tensor cores) is best at 128x64x32 tiles and 4 warps (~23 TFLOP/s) in both kernels.
-    A few windows (``batch * rows <= 1024``, batch-1 latency) take 64x64 tiles for 4x more programs (one window of
-    256 snippets: 16 instead of 4); not yet timed on a GPU.
+    Chosen by measurement (bench/RESULTS.md, "Kernel tuning"): 16-bit 128x128x64 tiles with 8 warps (a few
+    gathered columns: 64x64); fp32 (IEEE, no tensor cores) 128x64x32 tiles with 4 warps; a few windows
+    (``batch * rows <= 1024``, batch-1 latency) 64x64 tiles for 4x more programs.
     """
     if interpreted():
         caps, launch = (128, 128, 128), {}

@@ -47,9 +47,9 @@ def exact_exp(monkeypatch):
     import numpy as np
 
     from gsmt_fast import _C
-    from gsmt_fast.postprocess import nms
+    from gsmt_fast.postprocess import reference
 
-    original = nms._decay_weights
+    original = reference.decay_weights
 
     def decay_weights(iou, method, sigma, iou_threshold):
         if method != "gaussian":
@@ -57,4 +57,4 @@ def exact_exp(monkeypatch):
         arguments = -(iou * iou) / sigma  # the oracle's exact expression, then the extension's exp
         return np.array([_C._deterministic_exp(float(a)) for a in arguments], dtype=np.float64)
 
-    monkeypatch.setattr(nms, "_decay_weights", decay_weights)
+    monkeypatch.setattr(reference, "decay_weights", decay_weights)

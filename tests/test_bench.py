@@ -14,13 +14,13 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
 
 import common  # noqa: E402
-import issue_targets  # noqa: E402
+import gpu_targets  # noqa: E402
 import peer_actionformer  # noqa: E402
 import run as bench_run  # noqa: E402
 
 
 def expected_flops(t: int, d_in: int, c: int, c_m: int, k: int) -> int:
-    """2·MACs of one video through the paper architecture, layer by layer (SPEC §2)."""
+    """2·MACs of one video through the paper architecture, layer by layer (paper Table 3's architecture)."""
     linear = lambda n_in, n_out: 2 * t * n_in * n_out  # noqa: E731 - one (T, n_in) @ (n_in, n_out) product
     conv = lambda n_in, n_out, kernel: 2 * t * n_in * n_out * kernel  # noqa: E731 - Conv1d over T positions
     return (linear(d_in, c)  # input projection
@@ -98,9 +98,9 @@ def test_gpu_check_help():
     assert "Usage: bash bench/gpu_check.sh RESULTS_DIR" in out.stdout and "--dry-run" in out.stdout
 
 
-def test_issue_targets_verdicts_at_and_around_each_threshold(tmp_path):
-    """bench/issue_targets.py on hand-written benchmark JSON: a value exactly at a limit meets it, one just past it
-    does not, a missing file or row is NOT MEASURED, and only an H100 run counts."""
+def test_gpu_targets_verdicts_at_and_around_each_threshold(tmp_path):
+    """bench/gpu_targets.py on hand-written benchmark JSON: a value exactly at a limit meets it, one just past it
+    does not, a missing file or row is NOT MEASURED, and only an H100/H200 run counts."""
     (tmp_path / "bench_triton.json").write_text(json.dumps({"device": "NVIDIA H100 80GB HBM3", "rows": [
         {"backend": "reference", "precision": "fp32", "batch": 8, "videos_per_s": 60.0, "p50_ms": 130.0},
         {"backend": "triton", "precision": "fp16", "batch": 256, "videos_per_s": 49_999.0, "p50_ms": 5.1,
@@ -117,7 +117,7 @@ def test_issue_targets_verdicts_at_and_around_each_threshold(tmp_path):
     (tmp_path / "bench_postprocess.json").write_text(json.dumps({"rows": [
         {"T": 256, "B": 1024, "impl": "CUDA", "call": "batched", "vps": 200_000.0},
         {"T": 256, "B": 1, "impl": "CUDA", "call": "per video", "vps": 9_000_000.0}]}))
-    targets, device = issue_targets.evaluate(tmp_path)
+    targets, device = gpu_targets.evaluate(tmp_path)
     verdicts = {t.name: t.verdict for t in targets}
     # The best batch >= 256 row is batch 1024 (50,000 videos/s: met); its 49.9x is not 50x.
     assert verdicts["triton throughput, batch >= 256"] == "MET"
@@ -129,11 +129,11 @@ def test_issue_targets_verdicts_at_and_around_each_threshold(tmp_path):
     assert verdicts["CUDA post-processing, T 256, batch 1024"] == "MET"
     latency = next(t for t in targets if t.name == "batch-1 latency (p50)")
     assert "1.000 ms (fp16; to host 1.200 ms)" in latency.measured and "graph_replay 0.4" in latency.measured
-    assert "informational" not in issue_targets.render(targets, device)
-    assert "not an H100" in issue_targets.render(targets, "cpu")
+    assert "informational" not in gpu_targets.render(targets, device)
+    assert "not an H100" in gpu_targets.render(targets, "cpu")
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert {t.verdict for t in issue_targets.evaluate(empty)[0]} == {"NOT MEASURED"}
+    assert {t.verdict for t in gpu_targets.evaluate(empty)[0]} == {"NOT MEASURED"}
 
 
 def test_cli_bench_passes_arguments_through(capsys):

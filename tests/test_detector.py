@@ -130,7 +130,7 @@ def test_inference_overrides_and_bad_inputs(tiny_ckpt):
 
 
 def test_time_metadata_selects_the_input_mode(tiny_ckpt):
-    """SPEC §12: fps → window mode, duration alone → resize mode (the whole video resampled to T = 32)."""
+    """fps → window mode, duration alone → resize mode (the whole video resampled to T = 32)."""
     det = gsmt_fast.Detector(tiny_ckpt)
     x = np.random.default_rng(3).standard_normal((100, 8)).astype(np.float32)
     window = det.detect(x, fps=25.0, duration=16.0)

@@ -1,4 +1,4 @@
-"""Detection mAP (official ActivityNet algorithm, SPEC §7); every AP is computed by hand in the comments.
+"""Detection mAP (official ActivityNet algorithm); every AP is computed by hand in the comments.
 
 AP reminder: walk predictions by score; precision p_i = TP_i / i, recall r_i = TP_i / #GT; AP = sum over recall
 steps of (r_i - r_{i-1}) * max_{j >= i} p_j.

@@ -1,4 +1,4 @@
-"""The time <-> snippet grid (SPEC §4): both conventions, by hand and by round trip."""
+"""The time <-> snippet grid : both conventions, by hand and by round trip."""
 
 import numpy as np
 import pytest

@@ -1,6 +1,6 @@
 """Batched C++/CUDA post-processing (gsmt_fast.postprocess.native) against the NumPy oracle, window by window.
 
-* Candidates (SPEC §5 steps 1–5): identical start/end/labels in the same order and bit-identical float64 scores.
+* Candidates (steps 1–5): identical start/end/labels in the same order and bit-identical float64 scores.
 * Detections (steps 1–6, SoftNMS in seconds): identical segments/labels/order; scores bit-identical. For gaussian
   SoftNMS that needs the ``exact_exp`` fixture, which makes the oracle use the extension's deterministic exp instead
   of ``np.exp`` (whose last bit depends on the CPU: NumPy's AVX-512 exp and glibc's differ for ~5 % of arguments,
@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gsmt_fast.config import DEFAULT_MASK_THRESHOLDS, InferenceConfig
-from gsmt_fast.postprocess import native, nms, reference
+from gsmt_fast.postprocess import native, reference
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="gsmt_fast._C is not built")
 
@@ -76,9 +76,9 @@ def blocky_masks(rng, B, T):
 def reference_detections(probs, masks, valid_len, scale, offset, cfg):
     cands = reference.window_candidates(probs, masks, valid_len, cfg)
     segments = offset + cands.segments_units() * scale  # SnippetGrid.to_seconds
-    return nms.soft_nms(segments, cands.scores, cands.labels, method=cfg.nms_method, sigma=cfg.nms_sigma,
-                        iou_threshold=cfg.nms_iou_threshold, min_score=cfg.nms_min_score,
-                        max_seg_num=cfg.max_detections, multiclass=cfg.multiclass_nms)  # fmt: skip
+    return reference.soft_nms(segments, cands.scores, cands.labels, method=cfg.nms_method, sigma=cfg.nms_sigma,
+                              iou_threshold=cfg.nms_iou_threshold, min_score=cfg.nms_min_score,
+                              max_seg_num=cfg.max_detections, multiclass=cfg.multiclass_nms)  # fmt: skip
 
 
 def assert_candidates_equal(expected: reference.Candidates, got: reference.Candidates, where=""):
@@ -332,9 +332,9 @@ def test_check_detections_recomputes_overflowed_windows_and_raises(as_torch):
     inputs = tuple(torch.from_numpy(a) for a in (probs, masks, valid, scale, offset))
     assert native.check_detections(damaged, *inputs, cfg) is damaged
     for name in ("segments", "scores", "labels", "count", "status"):
-        got, want = native._to_numpy(getattr(damaged, name)), getattr(exact, name)
+        got, want = native.to_numpy(getattr(damaged, name)), getattr(exact, name)
         np.testing.assert_array_equal(got[1:], want[1:])
-    assert native._to_numpy(damaged.scores)[0, 0] == exact.scores[0, 0] + 1.0
+    assert native.to_numpy(damaged.scores)[0, 0] == exact.scores[0, 0] + 1.0
     bad = exact.map(np.copy)
     bad.status[2] = native.STATUS_BAD_VALID_LEN
     with pytest.raises(ValueError, match=r"valid_len must be in \[1, T=30\], got \d+ \(window 2\)"):
@@ -435,21 +435,44 @@ def test_direct_extension_call_is_checked():
     from gsmt_fast import _C
 
     probs, masks, valid = make_batch(2, 2, 3, 6)
+    settings = _C.CandidateSettings([0.5], 50, False, 0.1, 200)
     with pytest.raises(ValueError, match="C-contiguous"):
-        _C.window_candidates_batch_cpu(probs, masks.transpose(0, 2, 1), valid.astype(np.int32), [0.5], 50, False,
-                                       0.1, 200)  # fmt: skip
+        _C.window_candidates_cpu(probs, masks.transpose(0, 2, 1), valid.astype(np.int32), settings)
     with pytest.raises(ValueError, match=r"masks must have shape \(B, T, T\)"):
-        _C.window_candidates_batch_cpu(probs, masks[:1], valid.astype(np.int32), [0.5], 50, False, 0.1, 200)
+        _C.window_candidates_cpu(probs, masks[:1], valid.astype(np.int32), settings)
     # an out-of-range valid_len reaching C++ is reported as a status, never read out of bounds
-    out = _C.window_candidates_batch_cpu(probs, masks, np.array([0, 99], np.int32), [0.5], 50, False, 0.1, 200)
+    out = _C.window_candidates_cpu(probs, masks, np.array([0, 99], np.int32), settings)
     assert out[5].tolist() == [native.STATUS_BAD_VALID_LEN] * 2
+    # the settings are checked once, when built
+    with pytest.raises(ValueError, match="top_snippets"):
+        _C.CandidateSettings([0.5], 0, False, 0.1, 200)
+    with pytest.raises(ValueError, match="NaN"):
+        _C.CandidateSettings([float("nan")], 50, False, 0.1, 200)
+    with pytest.raises(ValueError, match="max_detections"):
+        _C.NmsSettings("gaussian", 0.5, 0.0, 0.001, 0, True)
 
 
 def test_cuda_tensors_without_cuda_build(monkeypatch):
     fake = types.ModuleType("gsmt_fast._C")
     monkeypatch.setitem(sys.modules, "gsmt_fast._C", fake)
+
+    class FakeCudaTensor:  # what window_inputs reads off a CUDA tensor
+        __module__ = "torch"
+        is_cuda, device, dtype, shape = True, "cuda:0", "torch.float32", (1, 3, 4)
+
+        def data_ptr(self):
+            return 0
+
+        def detach(self):
+            return self
+
+        def contiguous(self):
+            return self
+
+    masks = FakeCudaTensor()
+    masks.shape = (1, 4, 4)
     with pytest.raises(NotImplementedError, match="built without CUDA"):
-        native._cuda_function("window_candidates_batch_cuda")
+        native.window_candidates_batch(FakeCudaTensor(), masks, 4, check=False)
     assert not native.cuda_available() and not native.available()
 
 

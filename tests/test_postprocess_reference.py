@@ -1,4 +1,4 @@
-"""Reference candidate generation (SPEC §5 steps 1–5) on hand-built probabilities and masks.
+"""Reference candidate generation (steps 1–5) on hand-built probabilities and masks.
 
 Values are dyadic fractions (0.5, 0.75, 0.625, ...) so that every product is exact and scores compare with ==.
 """

@@ -1,4 +1,5 @@
-"""SoftNMS reference semantics (SPEC §6) on hand-computed cases; expected scores are derived in the comments."""
+"""SoftNMS reference semantics (docs/DESIGN.md, "SoftNMS") on hand-computed cases; expected scores are derived in the
+comments."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gsmt_fast.postprocess.nms import segment_iou, soft_nms
+from gsmt_fast.postprocess.reference import segment_iou
+from gsmt_fast.postprocess.soft_nms import soft_nms
 
 
 def run(segments, scores, labels, **kwargs):
@@ -187,7 +189,7 @@ def test_unknown_backend():
 @pytest.mark.parametrize("backend", ["cpp", "cuda"])
 def test_compiled_backend_missing_function(monkeypatch, backend):
     monkeypatch.setitem(sys.modules, "gsmt_fast._C", types.ModuleType("gsmt_fast._C"))
-    with pytest.raises(RuntimeError, match=f"backend '{backend}' is not built"):
+    with pytest.raises(RuntimeError, match="soft_nms op is not built"):
         soft_nms([[0, 1]], [0.5], [0], backend=backend)
 
 
@@ -198,40 +200,27 @@ def test_compiled_backend_extension_not_importable(monkeypatch):
 
 
 def test_compiled_backend_dispatch(monkeypatch):
+    """backend="cpp" hands the checked float64/float64/int64 arrays and one settings object to the extension."""
+    from gsmt_fast.postprocess import native
+
     calls = []
 
-    def fake_soft_nms_cpu(segments, scores, labels, method, sigma, iou_threshold, min_score, max_seg_num, multiclass):
-        calls.append(
-            (
-                segments.dtype,
-                scores.dtype,
-                labels.dtype,
-                method,
-                sigma,
-                iou_threshold,
-                min_score,
-                max_seg_num,
-                multiclass,
-            )
-        )
+    def fake_soft_nms_cpu(segments, scores, labels, nms):
+        calls.append((segments.dtype, scores.dtype, labels.dtype, nms))
         return segments[:1], scores[:1], labels[:1]
 
     fake = types.ModuleType("gsmt_fast._C")
     fake.soft_nms_cpu = fake_soft_nms_cpu
+    fake.NmsSettings = lambda *settings: settings
     monkeypatch.setitem(sys.modules, "gsmt_fast._C", fake)
-    segments, scores, labels = soft_nms(
-        [[0, 1], [2, 3]],
-        [0.5, 0.4],
-        [0, 1],
-        method="linear",
-        sigma=0.3,
-        iou_threshold=0.2,
-        min_score=0.01,
-        max_seg_num=7,
-        multiclass=False,
-        backend="cpp",
-    )
-    assert calls == [(np.float64, np.float64, np.int64, "linear", 0.3, 0.2, 0.01, 7, False)]
+    native.nms_settings.cache_clear()  # settings objects of the real extension must not be reused, nor these kept
+    try:
+        segments, scores, labels = soft_nms([[0, 1], [2, 3]], [0.5, 0.4], [0, 1], method="linear", sigma=0.3,
+                                            iou_threshold=0.2, min_score=0.01, max_seg_num=7, multiclass=False,
+                                            backend="cpp")
+    finally:
+        native.nms_settings.cache_clear()
+    assert calls == [(np.float64, np.float64, np.int64, ("linear", 0.3, 0.2, 0.01, 7, False))]
     assert segments.shape == (1, 2) and labels.dtype == np.int64
 
 

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gsmt_fast.postprocess import native
-from gsmt_fast.postprocess.nms import soft_nms
+from gsmt_fast.postprocess.soft_nms import soft_nms
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="gsmt_fast._C is not built")
 
@@ -114,9 +114,10 @@ def test_extension_checks_shapes_itself():
     from gsmt_fast import _C
 
     with pytest.raises(ValueError, match=r"segments \(N, 2\)"):
-        _C.soft_nms_cpu(np.zeros((3, 3)), np.zeros(3), np.zeros(3, np.int64), "hard", 0.5, 0.5, 0.0, 10, True)
+        _C.soft_nms_cpu(np.zeros((3, 3)), np.zeros(3), np.zeros(3, np.int64), _C.NmsSettings("hard", 0.5, 0.5, 0.0, 10,
+                                                                                             True))
     with pytest.raises(ValueError, match="unknown SoftNMS method"):
-        _C.soft_nms_cpu(np.zeros((1, 2)), np.zeros(1), np.zeros(1, np.int64), "x", 0.5, 0.5, 0.0, 10, True)
+        _C.NmsSettings("x", 0.5, 0.5, 0.0, 10, True)
 
 
 def test_missing_cuda_op_raises_not_implemented(monkeypatch):
@@ -125,7 +126,7 @@ def test_missing_cuda_op_raises_not_implemented(monkeypatch):
 
     fake = types.ModuleType("gsmt_fast._C")
     monkeypatch.setitem(sys.modules, "gsmt_fast._C", fake)
-    with pytest.raises(NotImplementedError, match="backend 'cuda' is not built"):
+    with pytest.raises(NotImplementedError, match="built without CUDA"):
         soft_nms([[0, 1]], [0.5], [0], backend="cuda")
 
 

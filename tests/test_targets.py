@@ -1,4 +1,5 @@
-"""Label assignment (SPEC §3): which snippets are action snippets, their classes and their mask columns.
+"""Label assignment (docs/DESIGN.md, "Training"): which snippets are action snippets, their classes and their mask
+columns.
 
 Expectations are written out by hand from the rules: snippet i covers [i, i+1), its centre i + 0.5 must lie in the
 closed instance interval; the shortest covering instance wins; mask column t is the full instance of t's owner.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gsmt_fast.losses import Targets, assign_targets, batch_targets
+from gsmt_fast.data.targets import Targets, assign_targets, batch_targets
 
 K = 5  # number of action classes; background is class K
 

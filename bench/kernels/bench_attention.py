@@ -77,7 +77,7 @@ def main(argv=None) -> int:
                    lambda qkv=qkv, out=out: attention.flash_attention(qkv, num_heads, out=out))
 
         def eager(qkv=qkv_torch, valid_len=None):
-            return attention.flash_attention_reference(qkv, num_heads, valid_len, compute_dtype=torch_dtype)
+            return attention.flash_attention_naive(qkv, num_heads, valid_len, compute_dtype=torch_dtype)
 
         record("torch eager", torch_dtype, batch, seq_len, False, eager)
         if use_cuda and not args.no_compile:

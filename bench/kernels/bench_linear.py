@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     import torch
 
     linear = common.load_kernel("linear")
-    fused_linear, fused_linear_reference = linear.fused_linear, linear.fused_linear_reference
+    fused_linear, fused_linear_naive = linear.fused_linear, linear.fused_linear_naive
     device = common.torch_device("bench_linear", args)
     cuda = device.type == "cuda"
     if cuda:
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
         b32 = randn(N, scale=0.1)
         kw32 = {k: (x32 if v == "x" else v) for k, v in extra.items()}
         with torch.no_grad():
-            ref32 = fused_linear_reference(x32, w32, b32, **kw32)
+            ref32 = fused_linear_naive(x32, w32, b32, **kw32)
         flops = 2 * M * N * K
         impls = [("triton", lowp), ("triton", torch.float32), ("eager", lowp)]
         if cuda and not args.no_compile:
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
                     return fused_linear(x, w, b, out=out, **kw)
             else:
                 def reference(x, w, b, kw=kw, dtype=dtype):
-                    return fused_linear_reference(x, w, b, compute_dtype=dtype, **kw)
+                    return fused_linear_naive(x, w, b, compute_dtype=dtype, **kw)
 
                 compiled = torch.compile(reference, dynamic=False) if impl == "torch.compile" else reference
 

@@ -1,5 +1,6 @@
-// CPU batched post-processing: SPEC §5 steps 1-5 (candidates) and step 6 (SoftNMS in seconds) for B windows,
-// parallel over windows with std::thread. Matches gsmt_fast/postprocess/reference.py exactly (see gsmt_core.h).
+// CPU batched post-processing: the candidates of B windows (steps 1-5 of docs/DESIGN.md "Post-processing") and their
+// SoftNMS in seconds (step 6), parallel over windows with std::thread. Matches gsmt_fast/postprocess/reference.py
+// exactly (the shared rules are in gsmt_core.h).
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -199,7 +200,7 @@ void long_runs(const float* column, const uint8_t* level, int32_t V, int32_t lab
 
 // Steps 1-5 for one window; fills s.top (sorted, <= M2) and returns the window status.
 template <class PT, class MT>
-int32_t window_candidates_one(const PT* probs, const MT* masks, int32_t V, const Params& p, Scratch& s) {
+int32_t window_candidates_one(const PT* probs, const MT* masks, int32_t V, const CandidateParams& p, Scratch& s) {
   s.top.clear();
   const int64_t T = p.T;
   const int64_t K = p.num_rows - 1;
@@ -316,8 +317,8 @@ void parallel_windows(int64_t batch, int num_threads, Fn fn) {
 }
 
 template <class PT, class MT>
-void candidates_batch(const PT* probs, const MT* masks, const int32_t* valid_len, int64_t batch, const Params& p,
-                      const CandidateOutputs& out, int num_threads) {
+void candidates_batch(const PT* probs, const MT* masks, const int32_t* valid_len, int64_t batch,
+                      const CandidateParams& p, const CandidateOutputs& out, int num_threads) {
   const int64_t window_probs = p.num_rows * p.T;
   const int64_t window_masks = p.T * p.T;
   const int64_t cap = p.pre_nms_topk;
@@ -336,12 +337,14 @@ void candidates_batch(const PT* probs, const MT* masks, const int32_t* valid_len
 }
 
 template <class PT, class MT>
-void detections_batch(const PT* probs, const MT* masks, const int32_t* valid_len, const double* scale,
-                      const double* offset, int64_t batch, const Params& p, const DetectionOutputs& out,
+void detections_batch(const PT* probs, const MT* masks, const int32_t* valid_len, const TimeMaps& time,
+                      int64_t batch, const CandidateParams& p, const NmsParams& nms, const DetectionOutputs& out,
                       int num_threads) {
+  const double* scale = time.scale;
+  const double* offset = time.offset;
   const int64_t window_probs = p.num_rows * p.T;
   const int64_t window_masks = p.T * p.T;
-  const int64_t cap = p.max_detections;
+  const int64_t cap = nms.max_detections;
   parallel_windows(batch, num_threads, [&](int64_t b, Scratch& s) {
     int32_t status = 0;
     if (!(std::isfinite(scale[b]) && std::isfinite(offset[b]) && scale[b] > 0.0)) {
@@ -363,7 +366,7 @@ void detections_batch(const PT* probs, const MT* masks, const int32_t* valid_len
     }
     s.pick_index.resize(std::max<int64_t>(n, 1));
     s.pick_score.resize(std::max<int64_t>(n, 1));
-    const int64_t m = soft_nms_core<int32_t>(n, s.segments.data(), s.scores.data(), s.labels.data(), p, s.nms,
+    const int64_t m = soft_nms_core<int32_t>(n, s.segments.data(), s.scores.data(), s.labels.data(), nms, s.nms,
                                              s.pick_index.data(), s.pick_score.data());
     out.status[b] = status;
     out.count[b] = static_cast<int32_t>(m);
@@ -380,37 +383,35 @@ void detections_batch(const PT* probs, const MT* masks, const int32_t* valid_len
 
 // float32 / float16 dispatch for the two inputs independently.
 template <class Fn>
-void dispatch_dtypes(const void* probs, DType probs_dtype, const void* masks, DType masks_dtype, Fn fn) {
-  if (probs_dtype == DType::kFloat32) {
-    if (masks_dtype == DType::kFloat32) {
-      fn(static_cast<const float*>(probs), static_cast<const float*>(masks));
+void dispatch_dtypes(const WindowBatch& in, Fn fn) {
+  if (in.probs_dtype == DType::kFloat32) {
+    if (in.masks_dtype == DType::kFloat32) {
+      fn(static_cast<const float*>(in.probs), static_cast<const float*>(in.masks));
     } else {
-      fn(static_cast<const float*>(probs), static_cast<const uint16_t*>(masks));
+      fn(static_cast<const float*>(in.probs), static_cast<const uint16_t*>(in.masks));
     }
   } else {
-    if (masks_dtype == DType::kFloat32) {
-      fn(static_cast<const uint16_t*>(probs), static_cast<const float*>(masks));
+    if (in.masks_dtype == DType::kFloat32) {
+      fn(static_cast<const uint16_t*>(in.probs), static_cast<const float*>(in.masks));
     } else {
-      fn(static_cast<const uint16_t*>(probs), static_cast<const uint16_t*>(masks));
+      fn(static_cast<const uint16_t*>(in.probs), static_cast<const uint16_t*>(in.masks));
     }
   }
 }
 
 }  // namespace
 
-void window_candidates_batch_cpu(const void* probs, DType probs_dtype, const void* masks, DType masks_dtype,
-                                 const int32_t* valid_len, int64_t batch, const Params& params,
-                                 const CandidateOutputs& out, int num_threads) {
-  dispatch_dtypes(probs, probs_dtype, masks, masks_dtype, [&](auto typed_probs, auto typed_masks) {
-    candidates_batch(typed_probs, typed_masks, valid_len, batch, params, out, num_threads);
+void window_candidates_cpu(const WindowBatch& in, const CandidateParams& params, const CandidateOutputs& out,
+                           int num_threads) {
+  dispatch_dtypes(in, [&](auto typed_probs, auto typed_masks) {
+    candidates_batch(typed_probs, typed_masks, in.valid_len, in.batch, params, out, num_threads);
   });
 }
 
-void window_detections_batch_cpu(const void* probs, DType probs_dtype, const void* masks, DType masks_dtype,
-                                 const int32_t* valid_len, const double* scale, const double* offset, int64_t batch,
-                                 const Params& params, const DetectionOutputs& out, int num_threads) {
-  dispatch_dtypes(probs, probs_dtype, masks, masks_dtype, [&](auto typed_probs, auto typed_masks) {
-    detections_batch(typed_probs, typed_masks, valid_len, scale, offset, batch, params, out, num_threads);
+void window_detections_cpu(const WindowBatch& in, const TimeMaps& time, const CandidateParams& params,
+                           const NmsParams& nms, const DetectionOutputs& out, int num_threads) {
+  dispatch_dtypes(in, [&](auto typed_probs, auto typed_masks) {
+    detections_batch(typed_probs, typed_masks, in.valid_len, time, in.batch, params, nms, out, num_threads);
   });
 }
 

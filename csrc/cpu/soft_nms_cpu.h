@@ -38,12 +38,12 @@ namespace detail {
 // `dropped` when a score fell below min_score. Defined in soft_nms_cpu.cpp, compiled for several instruction sets
 // (picked at load time): the same IEEE operations in every version, so the same bits.
 double decay_scores(size_t n, const double* start, const double* end, double* score, double s, double e,
-                    const Params& p, bool* dropped);
+                    const NmsParams& p, bool* dropped);
 
 // One greedy run over `members[0, count)`; appends (index, emitted score) to the scratch pick lists.
 template <class Label>
 void greedy_soft_nms(const int64_t* members, int64_t count, const double* segments, const Label* labels,
-                     const Params& p, NmsScratch& s) {
+                     const NmsParams& p, NmsScratch& s) {
   s.alive_start.clear();
   s.alive_end.clear();
   s.alive_score.clear();
@@ -108,7 +108,7 @@ void greedy_soft_nms(const int64_t* members, int64_t count, const double* segmen
 // SoftNMS of n segments (interleaved (n, 2) float64). Writes the picked input indices and emitted scores in output
 // order (selection order, or the per-class merge order); returns how many (<= max_detections).
 template <class Label>
-int64_t soft_nms_core(int64_t n, const double* segments, const double* scores, const Label* labels, const Params& p,
+int64_t soft_nms_core(int64_t n, const double* segments, const double* scores, const Label* labels, const NmsParams& p,
                       NmsScratch& s, int64_t* out_index, double* out_score) {
   s.pick_index.clear();
   s.pick_score.clear();

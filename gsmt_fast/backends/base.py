@@ -1,33 +1,71 @@
-"""The interface every inference backend implements.
+"""The interface every inference backend implements (docs/DESIGN.md, "Backends").
 
 A backend computes; it never decides what a detection means. The meaning lives in the reference post-processing
-(:mod:`gsmt_fast.postprocess.reference`) and in :class:`gsmt_fast.Detector`, which turns per-window candidates into
-per-video detections identically for every backend.
+(:mod:`gsmt_fast.postprocess.reference`), in the defaults of this class and in :class:`gsmt_fast.Detector`, which
+merges the windows of a video identically for every backend.
+
+One call path, used by ``Detector.detect``, the streaming sessions and ``bench/``::
+
+    run_windows(windows, final, cfg) = post_process(windows, final, *forward(*pack(windows)), cfg)
+
+``final[j]`` says that window j is a whole video: its SoftNMS may run right away (in the same batched op as its
+candidates); the other windows return their candidates in seconds, and the Detector suppresses them per video once
+all its windows are in. A backend may replace any step by a fused one (the ``triton`` backend runs batches of final
+windows as one CUDA graph), but not change what it returns.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..config import InferenceConfig
+from ..data.windows import Window
 from ..postprocess.reference import Candidates
+
+
+@dataclass
+class WindowDetections:
+    """The output of one window: ``segments (N, 2)`` seconds (not clamped), ``scores (N,)`` float64, ``labels (N,)``
+    int64. ``final``: SoftNMS has been applied (the window was a whole video); otherwise these are its candidates."""
+
+    segments: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    final: bool
 
 
 class Backend(ABC):
     name: str = "?"
-    # What Detector packs windows into: None = float32 NumPy; a torch dtype when the forward would convert anyway.
-    input_dtype = None
+
+    model = None  # the reference nn.Module the backend computes
+
+    @property
+    def model_cfg(self):
+        """The model's :class:`gsmt_fast.config.GSMTConfig` (window length T, feature dimension)."""
+        return self.model.cfg
+
+    def pack(self, windows: Sequence[Window]):
+        """``(B, T, d_in)`` zero-padded windows as :meth:`forward` takes them, and their valid lengths ``(B,)``.
+        float32 NumPy here; a backend whose forward converts anyway packs straight into its input dtype."""
+        t, d = self.model_cfg.temporal_scale, self.model_cfg.input_dim
+        valid = np.array([len(w.features) for w in windows], dtype=np.int64)
+        x = np.zeros((len(windows), t, d), dtype=np.float32)
+        for j, w in enumerate(windows):
+            x[j, : len(w.features)] = w.features
+        return x, valid
 
     @abstractmethod
-    def forward(self, windows: np.ndarray, valid_len: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``windows (B, T, d_in)`` float32 → class probabilities ``(B, K+1, T)`` and masks ``(B, T, T)``."""
+    def forward(self, windows, valid_len):
+        """Packed ``windows (B, T, d_in)`` → class probabilities ``(B, K+1, T)`` and masks ``(B, T, T)`` (NumPy or
+        torch tensors, as this backend's post-processing takes them)."""
 
     @abstractmethod
-    def candidates(self, probs: np.ndarray, masks: np.ndarray, valid_len: np.ndarray,
-                   cfg: InferenceConfig) -> list[Candidates]:
-        """Per-window candidates (SPEC §5 steps 1–5) for a batch of windows."""
+    def candidates(self, probs, masks, valid_len, cfg: InferenceConfig) -> list[Candidates]:
+        """Per-window candidates (steps 1–5) for a batch of windows, in window-local snippet units."""
 
     @abstractmethod
     def soft_nms(self, segments: np.ndarray, scores: np.ndarray, labels: np.ndarray, cfg: InferenceConfig):
@@ -41,11 +79,39 @@ class Backend(ABC):
             out.append(self.soft_nms(off + c.segments_units() * sc, c.scores, c.labels, cfg))
         return out
 
-    def detections(self, windows, valid_len, scale, offset, cfg: InferenceConfig) -> list[tuple]:
-        """Forward + :meth:`window_detections` for windows that are whole videos (what ``Detector`` calls for such
-        a batch); backends that fuse both (CUDA graphs) override it."""
-        probs, masks = self.forward(windows, valid_len)
-        return self.window_detections(probs, masks, valid_len, scale, offset, cfg)
+    def post_process(self, windows: Sequence[Window], final: Sequence[bool], probs, masks, valid_len,
+                     cfg: InferenceConfig) -> list[WindowDetections]:
+        """The post-processing half of :meth:`run_windows`: final windows through :meth:`window_detections`, the
+        others through :meth:`candidates`, converted to seconds by their window's grid."""
+        out: list = [None] * len(windows)
+        valid_len = np.asarray(valid_len)
+
+        def rows_of(rows):  # all rows: the arrays themselves (a gather would copy B*T*T mask values)
+            if len(rows) == len(windows):
+                return probs, masks, valid_len
+            return probs[rows], masks[rows], valid_len[rows]
+
+        rows = [j for j, is_final in enumerate(final) if is_final]
+        if rows:
+            scale = np.array([windows[j].grid.scale for j in rows])
+            offset = np.array([windows[j].grid.offset for j in rows])
+            for j, (segments, scores, labels) in zip(rows, self.window_detections(*rows_of(rows), scale, offset, cfg)):
+                out[j] = WindowDetections(segments, scores, labels, final=True)
+        rows = [j for j, is_final in enumerate(final) if not is_final]
+        if rows:
+            for j, c in zip(rows, self.candidates(*rows_of(rows), cfg)):
+                out[j] = WindowDetections(windows[j].grid.to_seconds(c.segments_units()).reshape(-1, 2), c.scores,
+                                          c.labels, final=False)
+        return out
+
+    def run_windows(self, windows: Sequence[Window], final: Sequence[bool],
+                    cfg: InferenceConfig) -> list[WindowDetections]:
+        """Detections of a batch of windows (see the module docstring)."""
+        if len(windows) != len(final):
+            raise ValueError(f"{len(windows)} windows but {len(final)} final flags")
+        x, valid = self.pack(windows)
+        probs, masks = self.forward(x, valid)
+        return self.post_process(windows, final, probs, masks, valid, cfg)
 
 
 class ExtensionPostprocessing:
@@ -67,6 +133,6 @@ class ExtensionPostprocessing:
                                               np.asarray(offset), cfg, num_threads=self.num_threads).as_list()
 
     def soft_nms(self, segments, scores, labels, cfg: InferenceConfig):
-        from ..postprocess.nms import soft_nms
+        from ..postprocess.soft_nms import soft_nms
 
         return soft_nms(segments, scores, labels, **cfg.nms_kwargs(), backend="cpp")

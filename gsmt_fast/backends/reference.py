@@ -6,8 +6,8 @@ import torch
 
 from ..config import InferenceConfig
 from ..model import GSMT
-from ..postprocess.nms import soft_nms
-from ..postprocess.reference import window_candidates
+from ..postprocess.reference import soft_nms, window_candidates
+from ..postprocess.soft_nms import check_inputs
 from .base import Backend
 
 
@@ -24,11 +24,11 @@ class ReferenceBackend(Backend):
     def forward(self, windows, valid_len):
         x = torch.as_tensor(windows, dtype=torch.float32, device=self.device)
         n = torch.as_tensor(valid_len, dtype=torch.int64, device=self.device)
-        logits, masks = self.model(x, n)
-        return torch.softmax(logits, dim=1).cpu().numpy(), masks.cpu().numpy()
+        probs, masks = self.model.predict(x, n)
+        return probs.cpu().numpy(), masks.cpu().numpy()
 
     def candidates(self, probs, masks, valid_len, cfg: InferenceConfig):
         return [window_candidates(probs[i], masks[i], int(valid_len[i]), cfg) for i in range(len(valid_len))]
 
     def soft_nms(self, segments, scores, labels, cfg: InferenceConfig):
-        return soft_nms(segments, scores, labels, **cfg.nms_kwargs(), backend="reference")
+        return soft_nms(*check_inputs(segments, scores, labels), **cfg.nms_kwargs())

@@ -1,36 +1,20 @@
-"""``triton`` backend: the model as Triton kernels (``gsmt_fast.kernels``) + the CUDA post-processing of
-``gsmt_fast._C``, captured in CUDA graphs per batch bucket. The GPU default.
+"""``triton`` backend: the model as Triton kernels (:mod:`gsmt_fast.kernels.model`) + the CUDA post-processing of
+``gsmt_fast._C``, batches of whole-video windows captured in CUDA graphs. The GPU default.
 
-Forward pass of a batch of B windows, activations channels-last ``(B*T, C)`` in the compute dtype:
-
-1. ``fused_linear``: input projection + positional encoding (``row_add``);
-2. per transformer block: ``fused_linear`` (LayerNorm 1 as GEMM prologue → QKV), ``flash_attention`` (online
-   softmax, padded keys masked, no T×T scores in memory), ``fused_linear`` (output projection + residual),
-   ``fused_linear`` (LayerNorm 2 prologue → FC → activation + residual);
-3. ``layer_norm_rows``: the final LayerNorm, padded snippets written as zeros (as ``GSMT.embed``);
-4. ``class_head``: class logits → softmax (float32 ``(B, K+1, T)``);
-5. ``mask_head``: conv k=3 + ReLU, conv k=3 + ReLU, conv k=1 → T + sigmoid, the T×T masks written once, in float32
-   at every precision. Rounding the masks to float16 is what cost accuracy: on the H100 (2026-11-26) fp16 masks
-   moved the thumos-like validation mAP by −0.0058 (bf16 −0.0055), and a PyTorch emulation of these kernels'
-   roundings reproduced that (−0.0053) and showed −0.025 on anet-like, while the same emulation with float32 masks
-   moved it by +0.0000 / −0.0000 (fp16) and +0.0032 / +0.0008 (bf16). Mask values sit next to the thresholds
-   0.1 … 0.9, where float16's 2^-11 steps flip run boundaries and tie candidate scores.
-
-Then ``native.window_detections_batch`` on the GPU (one block per window), with ``check=False`` inside the graph and
-the status checked after the replay (:func:`gsmt_fast.postprocess.native.check_detections`).
+The masks are written in float32 at every precision: float16 masks cost accuracy (values sit next to the mask
+thresholds 0.1 … 0.9, where float16's steps flip run boundaries and tie candidate scores; bench/RESULTS.md has the
+measurements and ``bench/precision_emulation.py`` the CPU emulation that reproduces them).
 
 Precision: ``fp32`` (every ``tl.dot`` in IEEE fp32, no TF32: the reference's detections up to the GEMMs' summation
-order; slow, ~12–20 TFLOP/s on an H100), ``fp16`` (the default on a GPU) and ``bf16`` (tensor-core inputs, fp32
-accumulation, LayerNorm/softmax statistics in fp32, float32 masks). fp16 is the default because it is the closest to
-fp32 at the same speed (emulated above: ±0.0000 on both synthetic splits); ``bench/gpu_check.sh`` measures both on the
-GPU. ``bench/precision_emulation.py`` is the emulation.
+order; slow), ``fp16`` (the default on a GPU: the closest to fp32 at the same speed) and ``bf16`` (tensor-core
+inputs, fp32 accumulation, LayerNorm/softmax statistics in fp32).
 
-CUDA graphs: one graph per (bucket size, inference settings); a batch of B windows runs in the smallest
+CUDA graphs: one graph per (bucket size, inference settings); a batch of B final windows runs in the smallest
 power-of-two bucket ≥ B (at most ``max_batch``; larger batches run in chunks), padded with empty windows whose
-results are dropped. Host features are staged through a pinned buffer and copied asynchronously on a side stream,
-so the copy of chunk i+1 overlaps the graph of chunk i. Features already on the GPU are copied device-to-device into
-the graph's input. Host valid_len/scale/offset reach the graph in one pinned copy per call, and the detections come
-back through pinned buffers with one synchronisation; the window statuses are checked on that host copy.
+results are dropped. Host features go through :class:`_HostStaging` (a pinned buffer, chunk copies on a side stream
+overlapping the previous chunk's graph); features already on the GPU are copied device-to-device into the graph's
+input. The window values (valid_len, scale, offset) reach the graph in one pinned copy per call, and the detections
+come back through pinned buffers with one synchronisation; the window statuses are checked on that host copy.
 
 Under ``TRITON_INTERPRET=1`` (set before triton is imported) the same kernels run on the CPU through Triton's
 interpreter — slowly, without graphs, with the C++ CPU post-processing — which is how CI tests this backend.
@@ -46,7 +30,7 @@ import torch
 from ..config import InferenceConfig
 from ..model import GSMT
 from ..postprocess import native
-from .base import Backend, ExtensionPostprocessing
+from .base import Backend, ExtensionPostprocessing, WindowDetections
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -56,15 +40,15 @@ def interpreter_enabled() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def _import_kernels():
+def _import_kernel_model():
     try:
         import triton  # noqa: F401
     except ImportError as error:
         raise RuntimeError(f"the triton backend needs the triton package ({error}); pip install 'gsmt_fast[triton]' "
                            "or use backend='torch'") from error
-    from ..kernels import attention, class_head, layer_norm, linear, mask_head
+    from ..kernels import model as kernel_model
 
-    return linear, attention, layer_norm, class_head, mask_head
+    return kernel_model
 
 
 # valid_len, scale, offset of a padding window (one snippet, results dropped), the rows of _GraphBucket.window_values.
@@ -116,6 +100,14 @@ class _GraphBucket:
         self.window_values_copied = torch.cuda.Event()
         self.window_values_copied.record(torch.cuda.current_stream(self.window_values.device))
 
+    def set_device_window_values(self, n: int, valid, scale, offset) -> None:
+        """Rows ``[:n]`` from device tensors (device-to-device copies); the padding windows as above."""
+        for row, values in enumerate((valid, scale, offset)):
+            self.window_values[row, :n].copy_(values)
+        if n < self.size:
+            for row, pad in enumerate(_PADDING_WINDOW):
+                self.window_values[row, n:].fill_(pad)
+
     def fetch(self, n: int) -> native.DetectionBatch:
         """The first ``n`` windows' detections as NumPy arrays (copies: the buffers are reused by the next call)."""
         for name in self.result.__dataclass_fields__:
@@ -124,12 +116,82 @@ class _GraphBucket:
         return self.result_host.map(lambda a: a[:n].numpy().copy())
 
 
+class _HostStaging:
+    """Host windows to the device, chunk by chunk: the windows are copied once into a reused pinned buffer, then each
+    chunk goes to one of two device buffers on a side stream, so that the copy of chunk i+1 overlaps the graph of
+    chunk i. A device buffer is reused only after the graph input has taken its data (an event per buffer)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.stream = torch.cuda.Stream(device)
+        self.pinned: torch.Tensor | None = None
+        self.pinned_in_use = None  # CUDA event of the last asynchronous copy out of `pinned`
+        self.buffers: list[torch.Tensor] = []
+
+    def pin(self, windows) -> torch.Tensor:
+        """``windows`` (float32) in the pinned buffer (an asynchronous copy needs page-locked memory)."""
+        src = torch.as_tensor(windows, dtype=torch.float32)
+        if self.pinned_in_use is not None:  # an asynchronous copy from the buffer may still be running
+            self.pinned_in_use.synchronize()
+            self.pinned_in_use = None
+        if self.pinned is None or self.pinned.numel() < src.numel():
+            self.pinned = torch.empty(src.numel(), dtype=torch.float32, pin_memory=True)
+        staged = self.pinned[: src.numel()].view(src.shape)
+        staged.copy_(src)
+        return staged
+
+    def to_device(self, windows) -> torch.Tensor:
+        """One asynchronous copy of host windows to the device (the next :meth:`pin` waits for it)."""
+        x = self.pin(windows).to(self.device, non_blocking=True)
+        self.pinned_in_use = torch.cuda.Event()
+        self.pinned_in_use.record(torch.cuda.current_stream(self.device))
+        return x
+
+    def start(self, windows, chunks: list[tuple[int, int]]) -> None:
+        """Begin a call over ``chunks`` (start, stop) of host ``windows``: pins them and issues chunk 0's copy."""
+        rows = max(stop - start for start, stop in chunks)
+        count = 2 if len(chunks) > 1 else 1
+        t, d = windows.shape[1], windows.shape[2]
+        if len(self.buffers) < count or self.buffers[0].shape[0] < rows or self.buffers[0].shape[1:] != (t, d):
+            self.buffers = [torch.empty((rows, t, d), dtype=torch.float32, device=self.device) for _ in range(count)]
+        self.host = self.pin(windows)
+        self.chunks = chunks
+        self.copied: list = [None] * len(chunks)
+        self.released: list = [None] * count
+        self._issue(0)
+
+    def _issue(self, i: int) -> None:
+        start, stop = self.chunks[i]
+        k = i % len(self.released)
+        with torch.cuda.stream(self.stream):
+            if self.released[k] is not None:
+                self.stream.wait_event(self.released[k])
+            self.buffers[k][: stop - start].copy_(self.host[start:stop], non_blocking=True)
+            self.copied[i] = torch.cuda.Event()
+            self.copied[i].record(self.stream)
+
+    def chunk(self, i: int) -> torch.Tensor:
+        """Chunk i on the device, once its copy is done (the current stream waits); issues chunk i+1's copy."""
+        if i + 1 < len(self.chunks):
+            self._issue(i + 1)
+        main = torch.cuda.current_stream(self.device)
+        main.wait_event(self.copied[i])
+        start, stop = self.chunks[i]
+        return self.buffers[i % len(self.released)][: stop - start]
+
+    def release(self, i: int) -> None:
+        """Chunk i's device buffer may be overwritten once the work queued so far on the current stream is done."""
+        event = torch.cuda.Event()
+        event.record(torch.cuda.current_stream(self.device))
+        self.released[i % len(self.released)] = event
+
+
 class TritonBackend(ExtensionPostprocessing, Backend):
     name = "triton"
 
     def __init__(self, model: GSMT, device=None, precision: str | None = None, use_graphs: bool | None = None,
                  max_batch: int = 1024):
-        self.kernels = _import_kernels()
+        self.kernels = _import_kernel_model()
         interpret = interpreter_enabled()
         if device is None:
             device = "cpu" if interpret or not torch.cuda.is_available() else "cuda"
@@ -155,70 +217,19 @@ class TritonBackend(ExtensionPostprocessing, Backend):
         self.dtype = DTYPES[precision]
         self.mask_dtype = torch.float32  # at every precision: see the module docstring
         self.model = model.eval()
-        self.model_cfg = model.cfg
         self.use_graphs = (self.device.type == "cuda") if use_graphs is None else bool(use_graphs)
         if self.use_graphs and self.device.type != "cuda":
             raise ValueError("CUDA graphs need a CUDA device")
         self.max_batch = _next_pow2(max_batch)
-        self._weights = self._prepare_weights(model)
+        self._weights = self.kernels.prepare_weights(model, self.dtype, self.device)
         self._buckets: dict[tuple, _GraphBucket] = {}
-        self._pinned: torch.Tensor | None = None
-        self._pinned_in_use = None  # CUDA event of the last asynchronous copy out of _pinned (forward())
-        self._stages: list[torch.Tensor] = []  # device staging buffers of detect_windows' host path
-        self._copy_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
-
-    # ------------------------------------------------------------------ weights
-    def _prepare_weights(self, model: GSMT) -> dict:
-        """The model's parameters on the device, matrices in the compute dtype (cast once), LayerNorm and bias
-        vectors in float32 for the fp32 statistics; all contiguous."""
-        def mat(t):
-            return t.detach().to(self.device, self.dtype).contiguous()
-
-        def vec(t):
-            return None if t is None else t.detach().to(self.device, torch.float32).contiguous()
-
-        w = {"in_w": mat(model.input_proj.weight), "in_b": vec(model.input_proj.bias),
-             "pos": None if model.pos_embed is None else mat(model.pos_embed), "blocks": []}
-        for block in model.blocks:
-            w["blocks"].append({
-                "ln1": (vec(block.norm1.weight), vec(block.norm1.bias), block.norm1.eps),
-                "qkv_w": mat(block.attn.qkv.weight), "qkv_b": vec(block.attn.qkv.bias),
-                "proj_w": mat(block.attn.proj.weight), "proj_b": vec(block.attn.proj.bias),
-                "ln2": (vec(block.norm2.weight), vec(block.norm2.bias), block.norm2.eps),
-                "fc_w": mat(block.fc.weight), "fc_b": vec(block.fc.bias),
-            })
-        w["ln"] = (vec(model.norm.weight), vec(model.norm.bias), model.norm.eps)
-        w["cls_w"], w["cls_b"] = mat(model.cls_head.weight.squeeze(-1)), vec(model.cls_head.bias)
-        conv1, conv2, conv3 = model.mask_head[0], model.mask_head[2], model.mask_head[4]
-        w["mask"] = (mat(conv1.weight), vec(conv1.bias), mat(conv2.weight), vec(conv2.bias),
-                     mat(conv3.weight.squeeze(-1)), vec(conv3.bias))
-        return w
+        self._staging = _HostStaging(self.device) if self.device.type == "cuda" else None
 
     # ------------------------------------------------------------------ compute
     def forward_device(self, x: torch.Tensor, valid_len: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x (B, T, d_in)`` on the device (any float dtype), ``valid_len (B,)`` int32 on the device → class
-        probabilities ``(B, K+1, T)`` float32 and masks ``(B, T, T)`` (float32 or float16). No host synchronisation."""
-        linear, attention, layer_norm, class_head, mask_head = self.kernels
-        cfg, w = self.model_cfg, self._weights
-        b, t, d = x.shape
-        c = cfg.hidden_dim
-        act = "relu" if cfg.activation == "relu" else "gelu"
-        rows = x.reshape(b * t, d).to(self.dtype)
-        h = linear.fused_linear(rows, w["in_w"], w["in_b"], row_add=w["pos"], row_add_period=t)
-        for blk in w["blocks"]:
-            ln_w, ln_b, eps = blk["ln1"]
-            qkv = linear.fused_linear(h, blk["qkv_w"], blk["qkv_b"], ln_weight=ln_w, ln_bias=ln_b, ln_eps=eps)
-            y = attention.flash_attention(qkv.view(b, t, 3 * c), cfg.num_heads, valid_len)
-            h = linear.fused_linear(y.view(b * t, c), blk["proj_w"], blk["proj_b"], residual=h)
-            ln_w, ln_b, eps = blk["ln2"]
-            h = linear.fused_linear(h, blk["fc_w"], blk["fc_b"], ln_weight=ln_w, ln_bias=ln_b, ln_eps=eps,
-                                    activation=act, residual=h)
-        ln_w, ln_b, eps = w["ln"]
-        e = layer_norm.layer_norm_rows(h, ln_w, ln_b, eps, valid_len=valid_len, period=t).view(b, t, c)
-        # No top-M1 selection here: the post-processing op selects the snippets itself.
-        probs = class_head.class_head(e, w["cls_w"], w["cls_b"], valid_len, None).probs
-        masks = mask_head.mask_head(e, *w["mask"], out_dtype=self.mask_dtype)
-        return probs, masks
+        probabilities ``(B, K+1, T)`` float32 and masks ``(B, T, T)`` float32. No host synchronisation."""
+        return self.kernels.forward(self._weights, self.model_cfg, x, valid_len, self.dtype, self.mask_dtype)
 
     def _pipeline(self, x, valid, scale, offset, cfg: InferenceConfig):
         probs, masks = self.forward_device(x, valid)
@@ -228,12 +239,24 @@ class TritonBackend(ExtensionPostprocessing, Backend):
     # ------------------------------------------------------------------ Backend interface
     @torch.inference_mode()
     def forward(self, windows, valid_len):
-        x = self._to_device(windows)
+        if isinstance(windows, torch.Tensor) and windows.device == self.device:
+            x = windows
+        elif self.device.type == "cuda":
+            x = self._staging.to_device(windows)
+        else:
+            x = torch.as_tensor(windows, dtype=torch.float32)
         n = torch.as_tensor(np.asarray(valid_len), dtype=torch.int32).to(self.device)
         return self.forward_device(x, n)
 
-    def detections(self, windows, valid_len, scale, offset, cfg: InferenceConfig) -> list[tuple]:
-        return self.detect_windows(windows, valid_len, scale, offset, cfg).as_list()
+    def run_windows(self, windows, final, cfg: InferenceConfig):
+        """Batches of whole-video windows run as CUDA graphs (:meth:`detect_windows`); anything else as the base
+        class runs it."""
+        if not (self.use_graphs and len(windows) and all(final)):
+            return super().run_windows(windows, final, cfg)
+        x, valid = self.pack(windows)
+        scale = np.array([w.grid.scale for w in windows])
+        offset = np.array([w.grid.offset for w in windows])
+        return [WindowDetections(*d, final=True) for d in self.detect_windows(x, valid, scale, offset, cfg).as_list()]
 
     @torch.inference_mode()
     def detect_windows(self, windows, valid_len, scale, offset, cfg: InferenceConfig, to_host: bool = True):
@@ -246,58 +269,31 @@ class TritonBackend(ExtensionPostprocessing, Backend):
                                                     np.asarray(offset), cfg)
             return result.to_host() if to_host else result
         b = len(windows)
-        t = self.model_cfg.temporal_scale
         # Checked here as the CUDA post-processing op checks them; host values stay on the host (they reach the
         # graph in each bucket's one pinned copy), device tensors stay on the device.
-        valid = native._window_vector(valid_len, b, torch.int32, self.device, "valid_len", t)
-        scale = native._window_vector(scale, b, torch.float64, self.device, "scale", t)
-        offset = native._window_vector(offset, b, torch.float64, self.device, "offset", t)
+        valid, scale, offset = native.check_window_values(b, self.model_cfg.temporal_scale, self.device, valid_len,
+                                                          scale, offset)
         values_on_device = any(isinstance(v, torch.Tensor) for v in (valid, scale, offset))
         if values_on_device:  # a mix of host and device values all go to the device
             valid, scale, offset = (v if isinstance(v, torch.Tensor) else torch.from_numpy(v).to(self.device)
                                     for v in (valid, scale, offset))
         chunks = [(start, min(b, start + self.max_batch)) for start in range(0, b, self.max_batch)]
-        main = torch.cuda.current_stream(self.device)
         on_device = isinstance(windows, torch.Tensor) and windows.is_cuda
         if not on_device:
-            # Host features: pinned staging, then chunk i+1 is copied to the device on a side stream while the
-            # graph of chunk i runs (two device staging buffers, each released once its data is in the graph).
-            host = self._stage_host(windows)
-            stages = self._device_stages(min(b, self.max_batch), 2 if len(chunks) > 1 else 1)
-            copied, released = [None] * len(chunks), [None] * len(stages)
-
-            def issue_copy(i):
-                start, stop = chunks[i]
-                k = i % len(stages)
-                with torch.cuda.stream(self._copy_stream):
-                    if released[k] is not None:
-                        self._copy_stream.wait_event(released[k])
-                    stages[k][: stop - start].copy_(host[start:stop], non_blocking=True)
-                    copied[i] = torch.cuda.Event()
-                    copied[i].record(self._copy_stream)
-
-            issue_copy(0)
+            self._staging.start(windows, chunks)
         parts = []
         for i, (start, stop) in enumerate(chunks):
             n = stop - start
-            bucket = self._bucket(n, cfg)
+            bucket = self.graph_bucket(n, cfg)
             if on_device:
                 bucket.x[:n].copy_(windows[start:stop])  # casts to the compute dtype on the way
             else:
-                if i + 1 < len(chunks):
-                    issue_copy(i + 1)
-                main.wait_event(copied[i])
-                bucket.x[:n].copy_(stages[i % len(stages)][:n])
-                released[i % len(stages)] = torch.cuda.Event()
-                released[i % len(stages)].record(main)
+                bucket.x[:n].copy_(self._staging.chunk(i))
+                self._staging.release(i)
             if n < bucket.size:  # padding windows: one zero snippet each, results dropped
                 bucket.x[n:].zero_()
             if values_on_device:
-                for row, values in enumerate((valid, scale, offset)):
-                    bucket.window_values[row, :n].copy_(values[start:stop])
-                if n < bucket.size:
-                    for row, pad in enumerate(_PADDING_WINDOW):
-                        bucket.window_values[row, n:].fill_(pad)
+                bucket.set_device_window_values(n, valid[start:stop], scale[start:stop], offset[start:stop])
             else:
                 bucket.set_window_values(n, valid[start:stop], scale[start:stop], offset[start:stop])
             bucket.graph.replay()
@@ -312,37 +308,10 @@ class TritonBackend(ExtensionPostprocessing, Backend):
                 parts.append(device_part.map(torch.clone))  # the graph reuses its outputs
         return native.DetectionBatch.concat(parts)
 
-    def _device_stages(self, rows: int, count: int) -> list[torch.Tensor]:
-        t, d = self.model_cfg.temporal_scale, self.model_cfg.input_dim
-        if len(self._stages) < count or self._stages[0].shape[0] < rows:
-            self._stages = [torch.empty((rows, t, d), dtype=torch.float32, device=self.device) for _ in range(count)]
-        return self._stages[:count]
-
-    def _bucket(self, n: int, cfg: InferenceConfig) -> _GraphBucket:
+    def graph_bucket(self, n: int, cfg: InferenceConfig) -> _GraphBucket:
+        """The captured graph that runs n final windows with these settings (built on first use)."""
         size = min(self.max_batch, _next_pow2(n))
         key = (size, tuple(vars(cfg).values()))  # the settings are baked into the graph; cheap to build per call
         if key not in self._buckets:
             self._buckets[key] = _GraphBucket(self, size, cfg)
         return self._buckets[key]
-
-    def _stage_host(self, windows) -> torch.Tensor:
-        """Host features in a reused pinned buffer (an asynchronous copy needs page-locked memory)."""
-        src = torch.as_tensor(windows, dtype=torch.float32)
-        if self._pinned_in_use is not None:  # an asynchronous copy from the buffer may still be running
-            self._pinned_in_use.synchronize()
-            self._pinned_in_use = None
-        if self._pinned is None or self._pinned.numel() < src.numel():
-            self._pinned = torch.empty(src.numel(), dtype=torch.float32, pin_memory=True)
-        staged = self._pinned[: src.numel()].view(src.shape)
-        staged.copy_(src)
-        return staged
-
-    def _to_device(self, windows) -> torch.Tensor:
-        if isinstance(windows, torch.Tensor) and windows.device == self.device:
-            return windows
-        if self.device.type == "cuda":
-            x = self._stage_host(windows).to(self.device, non_blocking=True)
-            self._pinned_in_use = torch.cuda.Event()  # the next staging waits for this copy to finish
-            self._pinned_in_use.record(torch.cuda.current_stream(self.device))
-            return x
-        return torch.as_tensor(windows, dtype=torch.float32)

@@ -1,4 +1,4 @@
-"""Annotation readers and writers for the three on-disk families in real use (SPEC §4).
+"""Annotation readers and writers for the three on-disk families in real use (docs/DESIGN.md, "Data formats").
 
 1. ``activitynet``: the official ActivityNet JSON
    ``{"version", "taxonomy", "database": {vid: {"subset", "duration", "annotations": [{"segment", "label"}]}}}``.
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from gsmt_fast._io import atomic_write_json
+from gsmt_fast.files import atomic_write_json
 
 FORMATS = ("activitynet", "actionformer", "bmn")
 _FORMAT_ALIASES = {"opentad": "actionformer", "bsn": "bmn", "anet": "activitynet"}

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from ..config import GridConfig
-from ..losses import assign_targets
 from .annotations import AnnotationSet, VideoAnnotation, load_annotations
 from .features import FeatureStore
+from .targets import assign_targets
 from .windows import Window, cut_windows
 
 

@@ -1,4 +1,4 @@
-"""Per-video snippet features on disk (SPEC §4).
+"""Per-video snippet features on disk (docs/DESIGN.md, "Data formats").
 
 A *root* is either a folder with one file per video, or one HDF5 file with one dataset per video:
 
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gsmt_fast._io import atomic_path
 from gsmt_fast.data.annotations import canonical_video_id
+from gsmt_fast.files import atomic_path
 
 FEATURE_EXTENSIONS = (".npy", ".npz", ".csv")
 HDF5_EXTENSIONS = (".h5", ".hdf5")

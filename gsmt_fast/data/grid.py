@@ -1,4 +1,4 @@
-"""Time ↔ snippet grid (SPEC §4): one affine map per video (or window), used everywhere.
+"""Time ↔ snippet grid (docs/DESIGN.md, "Time grid"): one affine map per video (or window), used everywhere.
 
 Snippet ``i`` covers the *unit interval* ``[i, i+1)`` of a continuous coordinate ``u`` and its centre is at
 ``u = i + 1/2``. Seconds are an affine function of ``u``:
@@ -80,7 +80,7 @@ def window_starts(num_snippets: int, temporal_scale: int, overlap: float) -> lis
     """First native snippet of each window of T snippets covering ``num_snippets`` with the given overlap fraction.
 
     Windows start at multiples of ``step = max(1, round(T * (1 - overlap)))`` until one reaches the end of the
-    video; that last window may be shorter than T and is padded by the caller (SPEC §4). A video no longer than T
+    video; that last window may be shorter than T and is padded by the caller. A video no longer than T
     has the single window 0.
     """
     step = max(1, int(round(temporal_scale * (1.0 - overlap))))

@@ -1,4 +1,4 @@
-"""The synthetic benchmark (SPEC §4): a seeded dataset written in the real on-disk formats.
+"""The synthetic benchmark (docs/DESIGN.md, "Data formats"): a seeded dataset written in the real on-disk formats.
 
 ``generate("thumos-like", out)`` writes
 
@@ -38,7 +38,6 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from gsmt_fast._io import atomic_write_json
 from gsmt_fast.data.annotations import (
     AnnotationSet,
     VideoAnnotation,
@@ -47,6 +46,7 @@ from gsmt_fast.data.annotations import (
 )
 from gsmt_fast.data.features import write_features
 from gsmt_fast.data.grid import SnippetGrid
+from gsmt_fast.files import atomic_write_json
 
 TRAIN_SPLIT = "training"
 VAL_SPLIT = "validation"

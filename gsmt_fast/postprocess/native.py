@@ -1,45 +1,42 @@
-"""Batched post-processing in the compiled extension ``gsmt_fast._C`` (C++ threads on the CPU, one CUDA block per
-window on the GPU).
+"""The native post-processing ops of the compiled extension ``gsmt_fast._C``: C++ threads for host arrays, one CUDA
+block per window for CUDA tensors, one dispatch table (:data:`_OPS`) choosing by the inputs' device.
 
-Both entry points reproduce the NumPy oracle (:mod:`gsmt_fast.postprocess.reference`) window by window:
+Both batched ops reproduce the oracle :mod:`gsmt_fast.postprocess.reference` window by window (docs/DESIGN.md,
+"Post-processing" and "SoftNMS"):
 
-* :func:`window_candidates_batch` == ``reference.window_candidates`` (SPEC §5 steps 1–5): same candidates in the
-  same order, bit-identical float64 scores.
-* :func:`window_detections_batch` == ``nms.soft_nms(grid.to_seconds(cands.segments_units()), cands.scores,
-  cands.labels, ...)`` with ``seconds = offset + u * scale`` per window (SPEC §5 steps 1–6; no clamping, the
-  caller clamps): same segments, labels and order; scores bit-identical for ``hard``/``linear`` SoftNMS and within
-  a few ulp for ``gaussian`` (the extension uses one deterministic ``exp`` on CPU and GPU, while NumPy's ``np.exp``
-  itself differs between CPUs: its AVX-512 version and glibc disagree in the last bit for ~5 % of arguments).
+* :func:`window_candidates_batch` == ``reference.window_candidates``: same candidates in the same order,
+  bit-identical float64 scores.
+* :func:`window_detections_batch` == ``reference.soft_nms`` of the window's candidates in seconds
+  (``offset + u * scale``, no clamping: the caller clamps): same segments, labels and order; scores bit-identical
+  for ``hard``/``linear`` SoftNMS and within a few ulp for ``gaussian`` (the extension uses one deterministic ``exp``
+  on CPU and GPU, while NumPy's ``np.exp`` itself differs between CPUs in the last bit for some arguments).
 
 Inputs: ``probs (B, K+1, T)`` and ``masks (B, T, T)``, float16 or float32 (each independently), as NumPy arrays or
-torch tensors. Host inputs (NumPy, CPU tensors) run the C++ CPU op and return NumPy arrays; CUDA tensors run the
-CUDA op on the tensors' device and current stream and return CUDA tensors. No libtorch is linked: CUDA tensors are
-passed as ``data_ptr()`` integers. Non-contiguous inputs are copied to contiguous ones (never rejected).
-Only the first ``valid_len`` snippets of a window are read or checked (the padding may hold NaN).
+torch tensors. Host inputs (NumPy, CPU tensors) run the C++ op and return NumPy arrays; CUDA tensors run the CUDA op
+on the tensors' device and current stream and return CUDA tensors. No libtorch is linked: CUDA tensors are passed as
+``data_ptr()`` integers. Non-contiguous inputs are copied to contiguous ones (never rejected). Only the first
+``valid_len`` snippets of a window are read or checked (the padding may hold NaN).
 
 Errors: wrong dtype -> ``TypeError``; wrong shapes, ``valid_len`` outside ``[1, T]``, NaN/inf or values outside
-``[0, 1]`` in the valid part, bad time maps -> ``ValueError`` naming the array and the window (on CUDA the kernel
-writes a per-window status word that is checked after the call when ``check=True``, the default; ``check=False``
-leaves the status in the result and never synchronises, e.g. inside a CUDA graph). The CUDA op keeps at most 4096
-distinct candidates per window in shared memory (``_C.build_info["cuda_candidate_capacity"]``; trained models give a
-few hundred, noisy masks thousands); a window that overflows is flagged (status bit 32) and, with ``check=True``,
-recomputed exactly on the CPU.
+``[0, 1]`` in the valid part, bad time maps -> ``ValueError`` naming the array and the window. The values are checked
+by the ops themselves (a per-window status word), read after the call when ``check=True`` (the default);
+``check=False`` leaves the status in the result and never synchronises, e.g. inside a CUDA graph. The CUDA op keeps
+at most ``_C.build_info["cuda_candidate_capacity"]`` distinct candidates per window in shared memory (trained models
+give a few hundred, noisy masks thousands); a window that overflows is flagged (:data:`STATUS_OVERFLOW`) and, with
+``check=True``, recomputed exactly on the CPU.
 
 CPU threads: the op releases the GIL and splits the windows over ``num_threads`` ``std::thread`` workers (default:
 all hardware threads); each thread keeps its scratch buffers between calls, so one-window calls allocate nothing.
-
-SoftNMS alone: ``nms.soft_nms(..., backend="cpp")`` calls ``_C.soft_nms_cpu``; ``backend="cuda"`` calls
-``_C.soft_nms_cuda``, which takes the same host arrays, copies them to the current GPU, runs one block and copies the
-result back (synchronous: for tests and one-off use; the batched op above is the fast GPU path).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
-import math
+import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -56,7 +53,11 @@ STATUS_OVERFLOW = 32
 STATUS_BAD_TIME_MAP = 64
 
 
-def _extension():
+def extension():
+    """The compiled module ``gsmt_fast._C`` (a clear error when it is not built)."""
+    module = sys.modules.get("gsmt_fast._C")  # once imported: a dict lookup (this runs on every op call)
+    if module is not None:
+        return module
     try:
         return importlib.import_module("gsmt_fast._C")
     except ImportError as error:
@@ -67,9 +68,9 @@ def _extension():
 
 
 def available() -> bool:
-    """True when the extension imports and has the batched CPU ops."""
+    """True when the extension imports and has its CPU ops (always built with it)."""
     try:
-        return hasattr(_extension(), "window_detections_batch_cpu")
+        return hasattr(extension(), "window_detections_cpu")
     except RuntimeError:
         return False
 
@@ -77,31 +78,62 @@ def available() -> bool:
 def cuda_available() -> bool:
     """True when the extension was built with CUDA and a CUDA device is visible."""
     try:
-        extension = _extension()
+        ext = extension()
     except RuntimeError:
         return False
-    if not hasattr(extension, "window_detections_batch_cuda"):
-        return False
-    return extension.cuda_device_count() > 0
+    return hasattr(ext, "window_detections_cuda") and ext.cuda_device_count() > 0
 
 
-def _cuda_function(name: str):
-    extension = _extension()
-    function = getattr(extension, name, None)
-    if function is None:
-        raise NotImplementedError(
-            f"CUDA tensors given, but gsmt_fast._C has no {name}(): the extension was built without CUDA "
-            "(no nvcc found, or GSMT_WITH_CUDA=OFF); rebuild with nvcc on PATH or pass CPU arrays"
-        )
-    return function
+# ---------------------------------------------------------------------------------------------------------------
+# settings: one validated extension object per stage, cached by value
+
+
+@functools.lru_cache(maxsize=64)
+def _candidate_settings(thresholds: tuple, top_snippets: int, long_mode: bool, score_threshold: float,
+                        pre_nms_topk: int, validate: bool):
+    return extension().CandidateSettings(list(thresholds), top_snippets, long_mode, score_threshold, pre_nms_topk,
+                                         validate)
+
+
+@functools.lru_cache(maxsize=64)
+def nms_settings(method: str, sigma: float, iou_threshold: float, min_score: float, max_detections: int,
+                 multiclass: bool):
+    """``_C.NmsSettings`` for these SoftNMS settings (validated by the extension once, then cached)."""
+    return extension().NmsSettings(method, sigma, iou_threshold, min_score, max_detections, multiclass)
+
+
+def candidate_settings(cfg: InferenceConfig, validate: bool = True):
+    """``_C.CandidateSettings`` of an :class:`InferenceConfig`'s candidate stage (cached by value)."""
+    return _candidate_settings(tuple(float(t) for t in cfg.mask_thresholds), int(cfg.top_snippets),
+                               cfg.mode == "long", float(cfg.score_threshold), int(cfg.pre_nms_topk), bool(validate))
+
+
+def nms_settings_of(cfg: InferenceConfig):
+    """``_C.NmsSettings`` of an :class:`InferenceConfig`'s SoftNMS stage (cached by value)."""
+    return nms_settings(cfg.nms_method, float(cfg.nms_sigma), float(cfg.nms_iou_threshold), float(cfg.nms_min_score),
+                        int(cfg.max_detections), bool(cfg.multiclass_nms))
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # results
 
 
+def _is_torch(x) -> bool:
+    return not isinstance(x, np.ndarray) and type(x).__module__.startswith("torch") and hasattr(x, "data_ptr")
+
+
+def to_numpy(x) -> np.ndarray:
+    """A NumPy view or copy of a NumPy array or torch tensor (copied from the device for CUDA tensors)."""
+    if isinstance(x, np.ndarray):
+        return x
+    if _is_torch(x):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
 class _PaddedBatch:
-    """Per-window padded arrays (one dataclass field each), ``count`` and ``status`` last; NumPy or torch."""
+    """Per-window padded arrays (one dataclass field each), ``count`` and ``status`` last; all NumPy (host op) or all
+    torch tensors on one device (CUDA op)."""
 
     def __len__(self) -> int:
         return int(self.count.shape[0])
@@ -112,15 +144,14 @@ class _PaddedBatch:
 
     def to_host(self):
         """NumPy arrays (copied from the device for CUDA results)."""
-        return self.map(_to_numpy)
+        return self.map(to_numpy)
 
     @classmethod
     def concat(cls, parts):
-        """Batches of the same kind (all NumPy or all torch) joined along the window axis."""
+        """Batches of the same kind (all host or all on one device) joined along the window axis."""
         if len(parts) == 1:
             return parts[0]
-        first = getattr(parts[0], dataclasses.fields(cls)[0].name)
-        if _is_torch(first):
+        if _is_torch(parts[0].count):
             import torch
 
             cat = torch.cat
@@ -133,7 +164,7 @@ class _PaddedBatch:
 class CandidateBatch(_PaddedBatch):
     """Padded candidates of B windows: ``start``/``end``/``labels`` ``(B, M2)`` int32, ``scores`` ``(B, M2)``
     float64, ``count`` ``(B,)`` int32 (row b is valid up to ``count[b]``; padding is -1 / 0.0), ``status`` ``(B,)``
-    int32 (0 = ok). NumPy arrays for host inputs, torch tensors on the input's device for CUDA inputs."""
+    int32 (0 = ok)."""
 
     start: Any
     end: Any
@@ -142,15 +173,16 @@ class CandidateBatch(_PaddedBatch):
     count: Any
     status: Any
 
+    # (shape after the window axis, dtype) per field; "W" is M2
+    LAYOUT: ClassVar = ((("W",), "int32"), (("W",), "int32"), (("W",), "int32"), (("W",), "float64"), ((), "int32"),
+                        ((), "int32"))
+
     def as_candidates(self) -> list[Candidates]:
         """One reference :class:`Candidates` per window (NumPy, int64 indices)."""
-        start, end, labels, scores, count = (
-            _to_numpy(a) for a in (self.start, self.end, self.labels, self.scores, self.count)
-        )
-        return [
-            Candidates(start=start[b, :n], end=end[b, :n], labels=labels[b, :n], scores=scores[b, :n])
-            for b, n in enumerate(count.tolist())
-        ]
+        start, end, labels, scores, count = (to_numpy(a) for a in (self.start, self.end, self.labels, self.scores,
+                                                                  self.count))
+        return [Candidates(start=start[b, :n], end=end[b, :n], labels=labels[b, :n], scores=scores[b, :n])
+                for b, n in enumerate(count.tolist())]
 
 
 @dataclass
@@ -164,29 +196,36 @@ class DetectionBatch(_PaddedBatch):
     count: Any
     status: Any
 
+    # (shape after the window axis, dtype) per field; "W" is D
+    LAYOUT: ClassVar = ((("W", 2), "float64"), (("W",), "float64"), (("W",), "int32"), ((), "int32"), ((), "int32"))
+
     def as_list(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Per window ``(segments (n, 2) float64, scores (n,) float64, labels (n,) int64)``, like ``soft_nms``."""
-        segments, scores, labels, count = (_to_numpy(a) for a in (self.segments, self.scores, self.labels, self.count))
-        return [
-            (segments[b, :n].copy(), scores[b, :n].copy(), labels[b, :n].astype(np.int64))
-            for b, n in enumerate(count.tolist())
-        ]
+        segments, scores, labels, count = (to_numpy(a) for a in (self.segments, self.scores, self.labels,
+                                                                 self.count))
+        return [(segments[b, :n].copy(), scores[b, :n].copy(), labels[b, :n].astype(np.int64))
+                for b, n in enumerate(count.tolist())]
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# input handling
+# inputs: the one validation of the arrays on this side of the binding
 
 
-def _is_torch(x) -> bool:
-    return not isinstance(x, np.ndarray) and type(x).__module__.startswith("torch") and hasattr(x, "data_ptr")
+@dataclass
+class WindowInputs:
+    """Validated probs/masks of B windows: contiguous, on one device (``device`` None for host arrays)."""
 
+    probs: Any
+    masks: Any
+    dtypes: tuple[str, str]
+    batch: int
+    num_rows: int
+    num_snippets: int
+    device: Any = None
 
-def _to_numpy(x) -> np.ndarray:
-    if isinstance(x, np.ndarray):
-        return x
-    if _is_torch(x):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
+    @property
+    def device_type(self) -> str:
+        return "cpu" if self.device is None else "cuda"
 
 
 _F32, _F16 = np.dtype(np.float32), np.dtype(np.float16)
@@ -201,54 +240,94 @@ def _dtype_name(name: str, x) -> str:
     return dtype
 
 
-def _check_shapes(probs_shape, masks_shape) -> tuple[int, int, int]:
-    probs_shape, masks_shape = tuple(probs_shape), tuple(masks_shape)
+def _shape(probs_shape: tuple, masks_shape: tuple) -> tuple[int, int, int]:
     if len(probs_shape) != 3 or probs_shape[1] < 2:
         raise ValueError(f"probs must have shape (B, K+1, T) with K >= 1, got {probs_shape}")
     batch, num_rows, num_snippets = probs_shape
     if masks_shape != (batch, num_snippets, num_snippets):
-        raise ValueError(
-            f"masks must have shape (B, T, T) = ({batch}, {num_snippets}, {num_snippets}) to match probs "
-            f"{probs_shape}, got {masks_shape}"
-        )
+        raise ValueError(f"masks must have shape (B, T, T) = ({batch}, {num_snippets}, {num_snippets}) to match "
+                         f"probs {probs_shape}, got {masks_shape}")
     return batch, num_rows, num_snippets
 
 
-def _host_valid_len(valid_len, batch: int, num_snippets: int) -> np.ndarray:
-    if valid_len is None:
-        return np.full(batch, num_snippets, dtype=np.int32)
-    if isinstance(valid_len, bool):
-        raise TypeError(f"valid_len must be an integer or an integer array, got {valid_len!r}")
-    if isinstance(valid_len, (int, np.integer)):
-        if not 1 <= int(valid_len) <= num_snippets:
-            raise ValueError(f"valid_len must be in [1, T={num_snippets}], got {int(valid_len)}")
-        return np.full(batch, int(valid_len), dtype=np.int32)
+def window_inputs(probs, masks) -> WindowInputs:
+    """Check and place ``probs (B, K+1, T)`` / ``masks (B, T, T)``: dtypes, matching shapes, one device; host inputs
+    become contiguous NumPy arrays, CUDA inputs contiguous tensors."""
+    if type(probs) is np.ndarray and type(masks) is np.ndarray:  # the common host case, without conversions
+        dtypes = (_dtype_name("probs", probs), _dtype_name("masks", masks))
+        return WindowInputs(np.ascontiguousarray(probs), np.ascontiguousarray(masks), dtypes,
+                            *_shape(probs.shape, masks.shape))
+    on_cuda = [_is_torch(a) and a.is_cuda for a in (probs, masks)]
+    if on_cuda[0] != on_cuda[1] or (on_cuda[0] and probs.device != masks.device):
+        raise ValueError("probs and masks must be on the same device (both host arrays or both on one CUDA device)")
+    probs, masks = (a if hasattr(a, "dtype") else np.asarray(a) for a in (probs, masks))
+    dtypes = (_dtype_name("probs", probs), _dtype_name("masks", masks))
+    shape = _shape(tuple(probs.shape), tuple(masks.shape))
+    if on_cuda[0]:
+        return WindowInputs(probs.detach().contiguous(), masks.detach().contiguous(), dtypes, *shape, probs.device)
+    return WindowInputs(np.ascontiguousarray(to_numpy(probs)), np.ascontiguousarray(to_numpy(masks)), dtypes, *shape)
+
+
+_VECTOR_DTYPES = {"valid_len": ("int32", np.int32), "scale": ("float64", np.float64), "offset": ("float64", np.float64)}
+
+
+def window_vector(name: str, value, batch: int, num_snippets: int, device=None):
+    """One of the per-window vectors ``valid_len`` (default T), ``scale`` or ``offset``: a scalar (for every window)
+    or ``(B,)`` values. Host values are checked here and returned as a contiguous NumPy array; a CUDA tensor stays on
+    ``device`` (cast to the op's dtype; its values are checked by the op's status). The result is on the host when
+    ``device`` is None and ``value`` is not a CUDA tensor."""
+    torch_dtype, numpy_dtype = _VECTOR_DTYPES[name]
+    if _is_torch(value) and value.is_cuda:
+        import torch
+
+        if device is not None and value.device != device:
+            raise ValueError(f"{name} must be on {device}, got {value.device}")
+        if tuple(value.shape) != (batch,):
+            raise ValueError(f"{name} must have shape ({batch},), got {tuple(value.shape)}")
+        if name == "valid_len" and (value.dtype.is_floating_point or value.dtype == torch.bool):
+            raise TypeError(f"valid_len must be an integer tensor, got {value.dtype}")
+        return value.to(getattr(torch, torch_dtype)).contiguous()
+    if value is None and name == "valid_len":
+        value = num_snippets
+    if isinstance(value, bool) or value is None:
+        raise TypeError(f"{name} must be a number or an array of numbers, got {value!r}")
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        if name == "valid_len" and not isinstance(value, (int, np.integer)):
+            raise TypeError(f"valid_len must be an integer or an integer array, got {value!r}")
+        values = np.full(batch, value, dtype=numpy_dtype)
     else:
-        values = _to_numpy(valid_len)
-        if values.dtype.kind not in "iu":
+        values = value if type(value) is np.ndarray else to_numpy(value)
+        if name == "valid_len" and values.dtype.kind not in "iu":
             raise TypeError(f"valid_len must be an integer array, got dtype {values.dtype}")
+        values = np.ascontiguousarray(values, dtype=numpy_dtype)
+        if values.ndim == 0:
+            values = np.full(batch, values[()], dtype=numpy_dtype)
         if values.shape != (batch,):
-            raise ValueError(f"valid_len must have shape ({batch},), got {values.shape}")
-    if len(values) and (values.min() < 1 or values.max() > num_snippets):
-        b = int(np.flatnonzero((values < 1) | (values > num_snippets))[0])
-        raise ValueError(f"valid_len must be in [1, T={num_snippets}], got {int(values[b])} (window {b})")
-    return np.ascontiguousarray(values, dtype=np.int32)
+            raise ValueError(f"{name} must have shape ({batch},), got {values.shape}")
+    if batch:
+        low, high = values.min(), values.max()  # NaN propagates into both
+        if name == "valid_len":
+            if low < 1 or high > num_snippets:
+                b = int(np.flatnonzero((values < 1) | (values > num_snippets))[0])
+                where = f" (window {b})" if np.ndim(value) else ""
+                raise ValueError(f"valid_len must be in [1, T={num_snippets}], got {int(values[b])}{where}")
+        elif not (np.isfinite(low) and np.isfinite(high)):
+            raise ValueError(f"{name} must be finite")
+        elif name == "scale" and low <= 0:
+            raise ValueError(f"scale must be > 0, got {low}")
+    if device is None:
+        return values
+    import torch
+
+    return torch.from_numpy(values).to(device)
 
 
-def _host_time_map(name: str, value, batch: int) -> np.ndarray:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        if name != "scale" or value > 0:  # the common scalar case, without NumPy reductions
-            return np.full(batch, float(value), dtype=np.float64)
-    array = np.asarray(_to_numpy(value), dtype=np.float64)
-    if array.ndim == 0:
-        array = np.full(batch, float(array), dtype=np.float64)
-    if array.shape != (batch,):
-        raise ValueError(f"{name} must be a scalar or have shape ({batch},), got {array.shape}")
-    if not np.isfinite(array).all():
-        raise ValueError(f"{name} must be finite")
-    if name == "scale" and (array <= 0).any():
-        raise ValueError(f"scale must be > 0, got {array[array <= 0][0]}")
-    return np.ascontiguousarray(array)
+def _num_threads(num_threads: int | None) -> int:
+    if num_threads is None:
+        return 0
+    if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
+        raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}")
+    return int(num_threads)
 
 
 def _config(cfg: InferenceConfig | None) -> InferenceConfig:
@@ -259,36 +338,14 @@ def _config(cfg: InferenceConfig | None) -> InferenceConfig:
     return cfg
 
 
-def _candidate_kwargs(cfg: InferenceConfig) -> dict:
-    return dict(
-        thresholds=[float(t) for t in cfg.mask_thresholds],
-        top_snippets=int(cfg.top_snippets),
-        long_mode=cfg.mode == "long",
-        score_threshold=float(cfg.score_threshold),
-        pre_nms_topk=int(cfg.pre_nms_topk),
-    )
-
-
-def _nms_kwargs(cfg: InferenceConfig) -> dict:
-    return dict(
-        nms_method=cfg.nms_method,
-        sigma=float(cfg.nms_sigma),
-        iou_threshold=float(cfg.nms_iou_threshold),
-        min_score=float(cfg.nms_min_score),
-        max_detections=int(cfg.max_detections),
-        multiclass=bool(cfg.multiclass_nms),
-    )
-
-
 def _raise_for_status(status: np.ndarray, valid_len, num_snippets: int) -> None:
-    if not status.any():
-        return
+    """A ValueError naming the first window whose status is bad (overflow aside: that is recomputed, not an error)."""
     bad = np.flatnonzero(status & ~STATUS_OVERFLOW)
     if not len(bad):
         return
     b = int(bad[0])
     code = int(status[b])
-    v = int(_to_numpy(valid_len)[b]) if valid_len is not None else num_snippets
+    v = int(to_numpy(valid_len)[b]) if valid_len is not None else num_snippets
     if code & STATUS_BAD_VALID_LEN:
         raise ValueError(f"valid_len must be in [1, T={num_snippets}], got {v} (window {b})")
     if code & STATUS_BAD_TIME_MAP:
@@ -304,95 +361,96 @@ def _raise_for_status(status: np.ndarray, valid_len, num_snippets: int) -> None:
     raise ValueError(f"post-processing failed with status {code} (window {b})")
 
 
-def _num_threads(num_threads: int | None) -> int:
-    if num_threads is None:
-        return 0
-    if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
-        raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}")
-    return int(num_threads)
+# ---------------------------------------------------------------------------------------------------------------
+# the ops, one implementation per device
 
 
-def _prepare(probs, masks):
-    """-> (on_cuda, probs, masks, dtypes, (B, K+1, T)); host inputs become contiguous NumPy arrays."""
-    if isinstance(probs, np.ndarray) and isinstance(masks, np.ndarray):  # the common host case, fast
-        probs_dtype, masks_dtype = _dtype_name("probs", probs), _dtype_name("masks", masks)
-        shape = _check_shapes(probs.shape, masks.shape)
-        return False, np.ascontiguousarray(probs), np.ascontiguousarray(masks), (probs_dtype, masks_dtype), shape
-    probs_cuda = _is_torch(probs) and probs.is_cuda
-    masks_cuda = _is_torch(masks) and masks.is_cuda
-    if probs_cuda != masks_cuda or (probs_cuda and probs.device != masks.device):
-        raise ValueError("probs and masks must be on the same device (both host arrays or both on one CUDA device)")
-    probs_dtype = _dtype_name("probs", probs if hasattr(probs, "dtype") else np.asarray(probs))
-    masks_dtype = _dtype_name("masks", masks if hasattr(masks, "dtype") else np.asarray(masks))
-    shape = _check_shapes(
-        probs.shape if hasattr(probs, "shape") else np.shape(probs),
-        masks.shape if hasattr(masks, "shape") else np.shape(masks),
-    )
-    if probs_cuda:
-        return True, probs.detach().contiguous(), masks.detach().contiguous(), (probs_dtype, masks_dtype), shape
-    probs = np.ascontiguousarray(_to_numpy(probs))
-    masks = np.ascontiguousarray(_to_numpy(masks))
-    return False, probs, masks, (probs_dtype, masks_dtype), shape
+def _candidates_cpu(w: WindowInputs, valid, settings, num_threads: int) -> CandidateBatch:
+    return CandidateBatch(*extension().window_candidates_cpu(w.probs, w.masks, valid, settings, num_threads))
 
 
-def _launch_cuda(function, probs, masks, dtypes, valid, num_rows: int, validate: bool, cfg, **arguments) -> None:
-    """One CUDA op call on the inputs' device and current stream: the arguments both ops share, plus ``arguments``
-    (tensors are passed as their data pointers, anything else as it is). Nothing to launch for an empty batch."""
+def _detections_cpu(w: WindowInputs, valid, scale, offset, candidates, nms, num_threads: int) -> DetectionBatch:
+    return DetectionBatch(*extension().window_detections_cpu(w.probs, w.masks, valid, scale, offset, candidates, nms,
+                                                             num_threads))
+
+
+def _device_batch(w: WindowInputs, valid):
+    return extension().DeviceBatch(w.probs.data_ptr(), w.dtypes[0], w.masks.data_ptr(), w.dtypes[1],
+                                   valid.data_ptr(), w.batch, w.num_rows, w.num_snippets)
+
+
+def _cuda_outputs(cls, w: WindowInputs, width: int):
+    """Empty outputs of ``cls`` (:class:`CandidateBatch` or :class:`DetectionBatch`) for ``w``'s windows on its device,
+    and the extension's struct of their pointers."""
     import torch
 
-    batch = int(valid.shape[0])
-    if not batch:
+    out = cls(*(torch.empty((w.batch, *(width if d == "W" else d for d in tail)), dtype=getattr(torch, dtype),
+                            device=w.device) for tail, dtype in cls.LAYOUT))
+    pointers = getattr(extension(), cls.__name__.replace("Batch", "Outputs"))(
+        *(getattr(out, f.name).data_ptr() for f in dataclasses.fields(out)))
+    return out, pointers
+
+
+def _launch_cuda(w: WindowInputs, launch) -> None:
+    """``launch(extension, stream)`` on the inputs' device and current stream (nothing for an empty batch)."""
+    if not w.batch:
         return
-    device = probs.device
-    pointers = {k: (v.data_ptr() if isinstance(v, torch.Tensor) else v) for k, v in arguments.items()}
-    with torch.cuda.device(device):
-        function(probs=probs.data_ptr(), probs_dtype=dtypes[0], masks=masks.data_ptr(), masks_dtype=dtypes[1],
-                 valid_len=valid.data_ptr(), batch=batch, num_rows=num_rows, T=int(masks.shape[-1]),
-                 validate=validate, stream=torch.cuda.current_stream(device).cuda_stream, **_candidate_kwargs(cfg),
-                 **pointers)
-
-
-def _window_vector(value, batch: int, dtype, device, name: str, num_snippets: int):
-    """valid_len / scale / offset, checked: a device tensor stays on the device (as ``dtype``; its values are checked
-    by the kernel), host values are checked here and stay on the host (NumPy)."""
     import torch
 
-    if _is_torch(value) and value.is_cuda:
-        if value.device != device:
-            raise ValueError(f"{name} must be on {device}, got {value.device}")
-        if tuple(value.shape) != (batch,):
-            raise ValueError(f"{name} must have shape ({batch},), got {tuple(value.shape)}")
-        if name == "valid_len" and (value.dtype.is_floating_point or value.dtype == torch.bool):
-            raise TypeError(f"valid_len must be an integer tensor, got {value.dtype}")
-        return value.to(dtype).contiguous()
-    if name == "valid_len":
-        return _host_valid_len(value, batch, num_snippets)
-    return _host_time_map(name, value, batch)
+    with torch.cuda.device(w.device):
+        launch(extension(), torch.cuda.current_stream(w.device).cuda_stream)
 
 
-def _cuda_vector(value, batch: int, dtype, device, name: str, num_snippets: int):
-    """valid_len / scale / offset for the CUDA op: :func:`_window_vector`, on the device."""
-    import torch
+def _candidates_cuda(w: WindowInputs, valid, settings, num_threads: int) -> CandidateBatch:
+    out, pointers = _cuda_outputs(CandidateBatch, w, int(settings.pre_nms_topk))
+    _launch_cuda(w, lambda ext, stream: ext.window_candidates_cuda(_device_batch(w, valid), settings, pointers,
+                                                                    stream))
+    return out
 
-    checked = _window_vector(value, batch, dtype, device, name, num_snippets)
-    return checked if _is_torch(checked) else torch.from_numpy(checked).to(device=device, dtype=dtype)
+
+def _detections_cuda(w: WindowInputs, valid, scale, offset, candidates, nms, num_threads: int) -> DetectionBatch:
+    out, pointers = _cuda_outputs(DetectionBatch, w, int(nms.max_detections))
+    _launch_cuda(w, lambda ext, stream: ext.window_detections_cuda(_device_batch(w, valid), scale.data_ptr(),
+                                                                    offset.data_ptr(), candidates, nms, pointers,
+                                                                    stream))
+    return out
+
+
+def _soft_nms_cpu(segments, scores, labels, nms):
+    return extension().soft_nms_cpu(segments, scores, labels, nms)
+
+
+def _soft_nms_cuda(segments, scores, labels, nms):
+    return extension().soft_nms_cuda(segments, scores, labels, nms)
+
+
+# op name -> device type -> implementation; the one place that chooses by device.
+_OPS = {
+    "window_candidates": {"cpu": _candidates_cpu, "cuda": _candidates_cuda},
+    "window_detections": {"cpu": _detections_cpu, "cuda": _detections_cuda},
+    "soft_nms": {"cpu": _soft_nms_cpu, "cuda": _soft_nms_cuda},
+}
+
+
+def _op(name: str, device_type: str):
+    """The implementation of op ``name`` for ``device_type`` ("cpu" or "cuda"); a clear error when the extension
+    lacks it (each op is the extension function ``<name>_<device_type>``)."""
+    if not hasattr(extension(), f"{name}_{device_type}"):
+        hint = (" (built without CUDA: no nvcc was found, or GSMT_WITH_CUDA=OFF; rebuild with nvcc on PATH or pass "
+                "CPU arrays)") if device_type == "cuda" else " (rebuild the package)"
+        raise NotImplementedError(f"the {device_type.upper()} {name} op is not built: gsmt_fast._C has no "
+                                  f"{name}_{device_type}(){hint}")
+    return _OPS[name][device_type]
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # public API
 
 
-def window_candidates_batch(
-    probs,
-    masks,
-    valid_len=None,
-    cfg: InferenceConfig | None = None,
-    num_threads: int | None = None,
-    *,
-    validate: bool = True,
-    check: bool = True,
-) -> CandidateBatch:
-    """SPEC §5 steps 1–5 on B windows at once (see the module docstring).
+def window_candidates_batch(probs, masks, valid_len=None, cfg: InferenceConfig | None = None,
+                            num_threads: int | None = None, *, validate: bool = True,
+                            check: bool = True) -> CandidateBatch:
+    """Candidates (steps 1–5) of B windows at once (see the module docstring).
 
     Args:
         probs: ``(B, K+1, T)`` class probabilities (row K is background), float16/float32, NumPy or torch.
@@ -408,100 +466,46 @@ def window_candidates_batch(
         :class:`Candidates` per window.
     """
     cfg = _config(cfg)
-    on_cuda, probs, masks, dtypes, (batch, num_rows, num_snippets) = _prepare(probs, masks)
     threads = _num_threads(num_threads)
-    if not on_cuda:
-        valid = _host_valid_len(valid_len, batch, num_snippets)
-        start, end, labels, scores, count, status = _extension().window_candidates_batch_cpu(
-            probs, masks, valid, num_threads=threads, validate=validate, **_candidate_kwargs(cfg)
-        )
-        if check:
-            _raise_for_status(status, valid, num_snippets)
-        return CandidateBatch(start, end, labels, scores, count, status)
-
-    import torch
-
-    function = _cuda_function("window_candidates_batch_cuda")
-    device = probs.device
-    valid = _cuda_vector(valid_len, batch, torch.int32, device, "valid_len", num_snippets)
-    m2 = int(cfg.pre_nms_topk)
-    start = torch.empty((batch, m2), dtype=torch.int32, device=device)
-    end, labels = torch.empty_like(start), torch.empty_like(start)
-    scores = torch.empty((batch, m2), dtype=torch.float64, device=device)
-    count = torch.empty(batch, dtype=torch.int32, device=device)
-    status = torch.empty_like(count)
-    _launch_cuda(function, probs, masks, dtypes, valid, num_rows, validate, cfg,
-                 out_start=start, out_end=end, out_label=labels, out_score=scores, out_count=count, out_status=status)
-    result = CandidateBatch(start, end, labels, scores, count, status)
-    if check and batch:
-        _check_cuda_result(result, valid, num_snippets, lambda index: window_candidates_batch(
-            _take(probs, index), _take(masks, index), _take(valid, index), cfg, validate=validate))
+    w = window_inputs(probs, masks)
+    op = _op("window_candidates", w.device_type)
+    valid = window_vector("valid_len", valid_len, w.batch, w.num_snippets, w.device)
+    result = op(w, valid, candidate_settings(cfg, validate), threads)
+    if check and w.batch:
+        _check_result(result, valid, w.num_snippets, lambda index: window_candidates_batch(
+            _take(w.probs, index), _take(w.masks, index), _take(valid, index), cfg, validate=validate))
     return result
 
 
-def window_detections_batch(
-    probs,
-    masks,
-    valid_len=None,
-    scale=1.0,
-    offset=0.0,
-    cfg: InferenceConfig | None = None,
-    num_threads: int | None = None,
-    *,
-    validate: bool = True,
-    check: bool = True,
-) -> DetectionBatch:
-    """SPEC §5 steps 1–6 on B windows: candidates, then SoftNMS on ``[offset + a*scale, offset + (b+1)*scale]``
-    seconds per window (the defaults scale=1, offset=0 give snippet units, like ``reference.window_detections``).
+def window_detections_batch(probs, masks, valid_len=None, scale=1.0, offset=0.0, cfg: InferenceConfig | None = None,
+                            num_threads: int | None = None, *, validate: bool = True,
+                            check: bool = True) -> DetectionBatch:
+    """Candidates, then SoftNMS on ``[offset + a*scale, offset + (b+1)*scale]`` seconds per window (steps 1–6; the
+    defaults scale=1, offset=0 give snippet units, like ``reference.window_detections``).
 
     ``scale``/``offset``: scalars or ``(B,)`` float64 (NumPy or torch). Other arguments as in
     :func:`window_candidates_batch`. Returns a :class:`DetectionBatch` with ``D = cfg.max_detections`` columns.
     """
     cfg = _config(cfg)
-    on_cuda, probs, masks, dtypes, (batch, num_rows, num_snippets) = _prepare(probs, masks)
     threads = _num_threads(num_threads)
-    if not on_cuda:
-        valid = _host_valid_len(valid_len, batch, num_snippets)
-        scale_host = _host_time_map("scale", scale, batch)
-        offset_host = _host_time_map("offset", offset, batch)
-        segments, scores, labels, count, status = _extension().window_detections_batch_cpu(
-            probs, masks, valid, scale_host, offset_host, num_threads=threads, validate=validate,
-            **_candidate_kwargs(cfg), **_nms_kwargs(cfg),
-        )  # fmt: skip
-        if check:
-            _raise_for_status(status, valid, num_snippets)
-        return DetectionBatch(segments, scores, labels, count, status)
-
-    import torch
-
-    function = _cuda_function("window_detections_batch_cuda")
-    device = probs.device
-    valid = _cuda_vector(valid_len, batch, torch.int32, device, "valid_len", num_snippets)
-    scale_dev = _cuda_vector(scale, batch, torch.float64, device, "scale", num_snippets)
-    offset_dev = _cuda_vector(offset, batch, torch.float64, device, "offset", num_snippets)
-    d = int(cfg.max_detections)
-    segments = torch.empty((batch, d, 2), dtype=torch.float64, device=device)
-    scores = torch.empty((batch, d), dtype=torch.float64, device=device)
-    labels = torch.empty((batch, d), dtype=torch.int32, device=device)
-    count = torch.empty(batch, dtype=torch.int32, device=device)
-    status = torch.empty_like(count)
-    _launch_cuda(function, probs, masks, dtypes, valid, num_rows, validate, cfg, **_nms_kwargs(cfg),
-                 scale=scale_dev, offset=offset_dev, out_segments=segments, out_score=scores, out_label=labels,
-                 out_count=count, out_status=status)
-    result = DetectionBatch(segments, scores, labels, count, status)
-    if check and batch:
-        check_detections(result, probs, masks, valid, scale_dev, offset_dev, cfg, validate=validate)
+    w = window_inputs(probs, masks)
+    op = _op("window_detections", w.device_type)
+    valid, scale, offset = (window_vector(name, value, w.batch, w.num_snippets, w.device)
+                            for name, value in (("valid_len", valid_len), ("scale", scale), ("offset", offset)))
+    result = op(w, valid, scale, offset, candidate_settings(cfg, validate), nms_settings_of(cfg), threads)
+    if check and w.batch:
+        check_detections(result, w.probs, w.masks, valid, scale, offset, cfg, validate=validate)
     return result
 
 
 def check_detections(result: DetectionBatch, probs, masks, valid_len, scale, offset, cfg: InferenceConfig,
                      validate: bool = True) -> DetectionBatch:
-    """The ``check=True`` step of the CUDA :func:`window_detections_batch`, for callers that ran it with
-    ``check=False`` (e.g. replaying a CUDA graph): raises on a bad window status, and recomputes windows that
-    overflowed the CUDA op's candidate capacity exactly on the CPU (in place). ``probs``/``masks``/``valid_len``/
-    ``scale``/``offset`` are the op's CUDA inputs; ``result`` is its output, on the device (reading the status
-    synchronises) or already copied to the host as NumPy arrays (patched there, no further device sync)."""
-    return _check_cuda_result(result, valid_len, int(masks.shape[-1]), lambda index: window_detections_batch(
+    """The ``check=True`` step of :func:`window_detections_batch`, for callers that ran it with ``check=False``
+    (e.g. replaying a CUDA graph): raises on a bad window status, and recomputes windows that overflowed the CUDA
+    op's candidate capacity exactly on the CPU (in place). ``probs``/``masks``/``valid_len``/``scale``/``offset``
+    are the op's inputs; ``result`` is its output, on the device (reading the status synchronises) or already copied
+    to the host as NumPy arrays (patched there, no further device sync)."""
+    return _check_result(result, valid_len, int(masks.shape[-1]), lambda index: window_detections_batch(
         _take(probs, index), _take(masks, index), _take(valid_len, index), _take(scale, index),
         _take(offset, index), cfg, validate=validate))
 
@@ -515,11 +519,12 @@ def _take(x, index: np.ndarray):
     return np.asarray(x)[index]
 
 
-def _check_cuda_result(result, valid_len, num_snippets: int, recompute_on_cpu):
-    """Raise on a bad window status of a CUDA op, and replace the windows that overflowed its candidate capacity by
-    ``recompute_on_cpu(index)`` (the same op on the host, exact; ``index`` a NumPy array), in place. ``result``'s
-    arrays are device tensors (reading the status synchronises) or host NumPy arrays."""
-    status = _to_numpy(result.status)
+def _check_result(result, valid_len, num_snippets: int, recompute_on_cpu):
+    """Raise on a bad window status, and replace the windows that overflowed the CUDA op's candidate capacity by
+    ``recompute_on_cpu(index)`` (the same op on the host, exact), in place."""
+    status = result.status if type(result.status) is np.ndarray else to_numpy(result.status)
+    if not status.any():
+        return result
     _raise_for_status(status, valid_len, num_snippets)
     overflow = np.flatnonzero(status & STATUS_OVERFLOW)
     if len(overflow):
@@ -535,12 +540,39 @@ def _check_cuda_result(result, valid_len, num_snippets: int, recompute_on_cpu):
     return result
 
 
+def soft_nms(segments: np.ndarray, scores: np.ndarray, labels: np.ndarray, method: str, sigma: float,
+             iou_threshold: float, min_score: float, max_seg_num: int, multiclass: bool, device_type: str = "cpu"):
+    """SoftNMS of host arrays (validated float64 ``(N, 2)``, float64 ``(N,)``, int64 ``(N,)``) by the extension on
+    ``device_type`` (``"cuda"``: copied to the current GPU and back, synchronous). Returns ``(segments, scores,
+    labels)`` in selection order."""
+    op = _op("soft_nms", device_type)
+    return op(segments, scores, labels, nms_settings(method, sigma, iou_threshold, min_score, max_seg_num,
+                                                    multiclass))
+
+
+def check_window_values(batch: int, num_snippets: int, device, valid_len, scale, offset):
+    """``valid_len``/``scale``/``offset`` of B windows checked as the detection op checks them; host values stay
+    on the host (NumPy), CUDA tensors on ``device``. For callers that stage the values themselves (CUDA graphs)."""
+    return tuple(window_vector(name, value, batch, num_snippets, device if _is_torch(value) and value.is_cuda else None)
+                 for name, value in (("valid_len", valid_len), ("scale", scale), ("offset", offset)))
+
+
 __all__ = [
     "CandidateBatch",
     "DetectionBatch",
+    "WindowInputs",
     "available",
+    "candidate_settings",
     "check_detections",
+    "check_window_values",
     "cuda_available",
+    "extension",
+    "nms_settings",
+    "nms_settings_of",
+    "soft_nms",
+    "to_numpy",
     "window_candidates_batch",
     "window_detections_batch",
+    "window_inputs",
+    "window_vector",
 ]

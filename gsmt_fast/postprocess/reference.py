@@ -1,7 +1,9 @@
-"""Reference (NumPy) post-processing of one window: class probabilities + masks -> candidates -> detections.
+"""The reference (NumPy) post-processing: class probabilities + masks -> candidates -> SoftNMS -> detections.
 
-This is the correctness oracle of SPEC §5 steps 1–6; the C++/CUDA post-processing is tested against it, so every
-tie and comparison is spelled out here:
+This is the oracle of the post-processing stage (docs/DESIGN.md, "Post-processing" and "SoftNMS"): the C++/CUDA ops
+(:mod:`gsmt_fast.postprocess.native`) are tested against it, so every tie and comparison is spelled out here.
+
+Candidates of one window:
 
 * Inputs are converted to float64 first (exact for float16/float32 inputs); every comparison and product below is
   done in float64. In particular a mask value ``m`` is active at threshold ``θ`` when ``float64(m) > θ`` with ``θ``
@@ -17,7 +19,32 @@ tie and comparison is spelled out here:
   keeping the highest score.
 * Step 5: drop ``score <= score_threshold``; keep the top ``pre_nms_topk`` in the order
   (score descending, smaller start, smaller end, smaller label) — the output order of :class:`Candidates`.
-* Step 6: SoftNMS (:func:`gsmt_fast.postprocess.nms.soft_nms`) on ``[a, b + 1]`` in snippet units.
+* Step 6: SoftNMS (:func:`soft_nms` below) on ``[a, b + 1]`` in snippet units.
+
+SoftNMS (:func:`soft_nms`, on validated arrays; the public front end with its checks and compiled backends is
+:func:`gsmt_fast.soft_nms`), the 1-D op of ActionFormer written down precisely:
+* **IoU** of ``[s1, e1]`` and ``[s2, e2]``: ``inter = max(0, min(e1, e2) - max(s1, s2))``,
+  ``union = (e1 - s1) + (e2 - s2) - inter``, ``iou = inter / union`` in float64, in exactly this order of
+  operations. ``union`` is 0 only when both segments have zero length; we define that 0/0 as IoU 1 when the two
+  points are identical (``s1 == s2``) and 0 otherwise, so that duplicated points suppress each other like
+  duplicated segments do and distinct points do not interact.
+* **Greedy loop**: among the remaining candidates pick the one with the highest *current* score; ties (common,
+  because several mask thresholds share one mask peak) go to the smaller start, then the smaller end, then the
+  smaller label, then the smaller input index (a total order any backend can reproduce). Emit it with its current,
+  already decayed score. Multiply the score of every other remaining candidate by ``w(iou)``:
+
+  - ``hard``:     ``0``                     if ``iou >= iou_threshold`` else ``1``
+  - ``linear``:   ``1 - iou``               if ``iou >= iou_threshold`` else ``1``
+  - ``gaussian``: ``exp(-(iou * iou) / sigma)`` for every candidate (``iou_threshold`` is ignored)
+
+  then drop the remaining candidates whose score is now ``< min_score``. Stop after ``max_seg_num`` picks or
+  when nothing remains. Candidates whose *input* score is already ``< min_score`` are never emitted (they are
+  "remaining candidates below min_score" before the first pick).
+* Because every weight lies in [0, 1], the emitted scores of one greedy run are non-increasing.
+* **Per-class mode** (``multiclass=True``): the greedy loop runs independently for each label (labels in
+  ascending order), each run capped at ``max_seg_num``; the results are merged, sorted by
+  (score descending, start, end, label, position in the per-class output) and capped at ``max_seg_num`` again.
+  **Class-agnostic mode** runs the loop once over all candidates; the output is in selection order.
 """
 
 from __future__ import annotations
@@ -27,7 +54,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from gsmt_fast.config import InferenceConfig
-from gsmt_fast.postprocess.nms import soft_nms
 
 
 @dataclass
@@ -109,7 +135,7 @@ def _active_runs(active: np.ndarray) -> list[tuple[int, int]]:
 
 
 def window_candidates(probs, masks, valid_len: int, cfg: InferenceConfig) -> Candidates:
-    """SPEC §5 steps 1–5 on one window (see the module docstring for every tie rule).
+    """Steps 1–5 on one window (see the module docstring for every tie rule).
 
     Args:
         probs: ``(K+1, T)`` class probabilities (background is row K).
@@ -167,15 +193,104 @@ def window_candidates(probs, masks, valid_len: int, cfg: InferenceConfig) -> Can
 
 
 def window_detections(probs, masks, valid_len: int, cfg: InferenceConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """SPEC §5 steps 1–6 on one window: candidates, then SoftNMS with the config's settings.
+    """Steps 1–6 on one window: candidates, then SoftNMS with the config's settings.
 
     Returns:
         ``(segments (N, 2) float64 in snippet units [a, b + 1], scores (N,) float64, labels (N,) int64)``, in
         SoftNMS output order, ``N <= cfg.max_detections``.
     """
     candidates = window_candidates(probs, masks, valid_len, cfg)
-    return soft_nms(candidates.segments_units(), candidates.scores, candidates.labels, **cfg.nms_kwargs(),
-                    backend="reference")
+    return soft_nms(candidates.segments_units(), candidates.scores, candidates.labels, **cfg.nms_kwargs())
 
 
-__all__ = ["Candidates", "window_candidates", "window_detections"]
+def segment_iou(segment: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """IoU of one segment ``(2,)`` with each row of ``others`` ``(N, 2)``, float64, with the 0/0 rule above."""
+    start, end = float(segment[0]), float(segment[1])
+    other_starts = others[:, 0]
+    other_ends = others[:, 1]
+    inter = np.maximum(0.0, np.minimum(end, other_ends) - np.maximum(start, other_starts))
+    union = (end - start) + (other_ends - other_starts) - inter
+    iou = np.zeros(len(others), dtype=np.float64)
+    positive = union > 0
+    iou[positive] = inter[positive] / union[positive]
+    # Both lengths are zero exactly where union == 0 (inter <= min(len1, len2)): identical points overlap fully.
+    both_points = ~positive
+    iou[both_points] = np.where(other_starts[both_points] == start, 1.0, 0.0)
+    return iou
+
+
+def decay_weights(iou: np.ndarray, method: str, sigma: float, iou_threshold: float) -> np.ndarray:
+    """The SoftNMS weight ``w(iou)`` of each IoU (the rules in the module docstring)."""
+    if method == "hard":
+        return np.where(iou >= iou_threshold, 0.0, 1.0)
+    if method == "linear":
+        return np.where(iou >= iou_threshold, 1.0 - iou, 1.0)
+    return np.exp(-(iou * iou) / sigma)
+
+
+def _greedy_soft_nms(
+    segments: np.ndarray,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    method: str,
+    sigma: float,
+    iou_threshold: float,
+    min_score: float,
+    max_seg_num: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One greedy run over all given candidates; returns (picked input indices, their emitted scores)."""
+    current_scores = scores.copy()
+    remaining = current_scores >= min_score
+    input_index = np.arange(len(scores))
+    picked_indices: list[int] = []
+    picked_scores: list[float] = []
+    while len(picked_indices) < max_seg_num and remaining.any():
+        candidates = np.flatnonzero(remaining)
+        # The highest current score; among exact ties, the smallest (start, end, label, input index).
+        top_score = current_scores[candidates].max()
+        tied = candidates[current_scores[candidates] == top_score]
+        # np.lexsort sorts by the LAST key first.
+        order = np.lexsort((input_index[tied], labels[tied], segments[tied, 1], segments[tied, 0]))
+        best = int(tied[order[0]])
+        picked_indices.append(best)
+        picked_scores.append(float(current_scores[best]))
+        remaining[best] = False
+        others = np.flatnonzero(remaining)
+        if len(others) == 0:
+            break
+        iou = segment_iou(segments[best], segments[others])
+        current_scores[others] = current_scores[others] * decay_weights(iou, method, sigma, iou_threshold)
+        remaining[others] = current_scores[others] >= min_score
+    return np.asarray(picked_indices, dtype=np.int64), np.asarray(picked_scores, dtype=np.float64)
+
+
+def soft_nms(segments: np.ndarray, scores: np.ndarray, labels: np.ndarray, method: str = "gaussian",
+             sigma: float = 0.5, iou_threshold: float = 0.0, min_score: float = 0.001, max_seg_num: int = 200,
+             multiclass: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """SoftNMS of validated float64 ``(N, 2)`` segments, float64 ``(N,)`` scores and int64 ``(N,)`` labels (see the
+    module docstring); returns ``(segments, scores, labels)`` in selection order."""
+    if len(scores) == 0:
+        return segments, scores, labels
+
+    settings = (method, sigma, iou_threshold, min_score, max_seg_num)
+    if not multiclass:
+        picked, picked_scores = _greedy_soft_nms(segments, scores, labels, *settings)
+        return segments[picked], picked_scores, labels[picked]
+
+    all_picked: list[np.ndarray] = []
+    all_scores: list[np.ndarray] = []
+    for label in np.unique(labels):  # ascending label order
+        members = np.flatnonzero(labels == label)
+        picked, picked_scores = _greedy_soft_nms(segments[members], scores[members], labels[members], *settings)
+        all_picked.append(members[picked])
+        all_scores.append(picked_scores)
+    picked = np.concatenate(all_picked)
+    picked_scores = np.concatenate(all_scores)
+    merged_position = np.arange(len(picked))
+    order = np.lexsort((merged_position, labels[picked], segments[picked, 1], segments[picked, 0], -picked_scores))
+    order = order[:max_seg_num]
+    picked = picked[order]
+    return segments[picked], picked_scores[order], labels[picked]
+
+
+__all__ = ["Candidates", "decay_weights", "segment_iou", "soft_nms", "window_candidates", "window_detections"]

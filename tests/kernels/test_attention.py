@@ -54,7 +54,7 @@ def poison_padded_keys(qkv: torch.Tensor, valid_len: torch.Tensor, value: float)
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("hidden_dim,num_heads", [(32, 2), (32, 4)], ids=["D16", "D8"])
 @pytest.mark.parametrize("masked", [False, True], ids=["full", "valid_len"])
-def test_matches_reference(dtype, seq_len, batch, hidden_dim, num_heads, masked):
+def test_matches_naive(dtype, seq_len, batch, hidden_dim, num_heads, masked):
     qkv = make_qkv(batch, seq_len, hidden_dim, dtype, seed=seq_len * 10 + batch)
     valid_len = mixed_valid_len(batch, seq_len, seed=seq_len) if masked else None
     out = nan_tensor((batch, seq_len, hidden_dim), dtype)
@@ -62,7 +62,7 @@ def test_matches_reference(dtype, seq_len, batch, hidden_dim, num_heads, masked)
     assert result is out
     assert result.shape == (batch, seq_len, hidden_dim) and result.dtype == dtype
     assert torch.isfinite(result).all()
-    expected = attention.flash_attention_reference(qkv, num_heads, valid_len)
+    expected = attention.flash_attention_naive(qkv, num_heads, valid_len)
     assert rel_rms(result, expected) <= TOLERANCE[dtype]
 
 
@@ -79,7 +79,7 @@ def test_small_blocks_exercise_the_online_softmax(dtype, block_m, block_n):
         out = nan_tensor((batch, seq_len, hidden_dim), dtype)
         attention.flash_attention(qkv, num_heads, valid_len, out=out, block_m=block_m, block_n=block_n)
         assert torch.isfinite(out).all()
-        expected = attention.flash_attention_reference(qkv, num_heads, valid_len)
+        expected = attention.flash_attention_naive(qkv, num_heads, valid_len)
         assert rel_rms(out, expected) <= TOLERANCE[dtype]
 
 
@@ -104,7 +104,7 @@ def test_padded_query_rows_attend_to_valid_keys():
     qkv = make_qkv(1, 20, 32, seed=2)
     valid_len = torch.tensor([5])
     result = attention.flash_attention(qkv, 2, valid_len, out=nan_tensor((1, 20, 32), torch.float32))
-    expected = attention.flash_attention_reference(qkv, 2, valid_len)
+    expected = attention.flash_attention_naive(qkv, 2, valid_len)
     assert result[0, 5:].abs().sum() > 0
     assert rel_rms(result[0, 5:], expected[0, 5:]) <= FP32_TOL
 
@@ -134,7 +134,7 @@ def test_head_dims(hidden_dim, num_heads):
     out = nan_tensor((batch, seq_len, hidden_dim), torch.float32)
     attention.flash_attention(qkv, num_heads, valid_len, out=out)
     assert torch.isfinite(out).all()
-    assert rel_rms(out, attention.flash_attention_reference(qkv, num_heads, valid_len)) <= FP32_TOL
+    assert rel_rms(out, attention.flash_attention_naive(qkv, num_heads, valid_len)) <= FP32_TOL
 
 
 def test_sm_scale_and_large_scores():
@@ -145,7 +145,7 @@ def test_sm_scale_and_large_scores():
         out = nan_tensor((2, 70, 32), torch.float32)
         attention.flash_attention(qkv, 2, valid_len, sm_scale=sm_scale, out=out, block_n=16)
         assert torch.isfinite(out).all()
-        expected = attention.flash_attention_reference(qkv, 2, valid_len, sm_scale=sm_scale)
+        expected = attention.flash_attention_naive(qkv, 2, valid_len, sm_scale=sm_scale)
         assert rel_rms(out, expected) <= FP32_TOL
 
 
@@ -163,11 +163,11 @@ def test_strided_inputs_and_outputs():
     wide = make_qkv(batch, seq_len, 2 * hidden_dim, seed=8)  # (B, T, 6C)
     qkv_slice = wide[:, :, 5:5 + 3 * hidden_dim]
     valid_len = torch.tensor([33, 20])
-    expected = attention.flash_attention_reference(qkv_slice, num_heads, valid_len)
+    expected = attention.flash_attention_naive(qkv_slice, num_heads, valid_len)
     assert rel_rms(attention.flash_attention(qkv_slice, num_heads, valid_len), expected) <= FP32_TOL
 
     qkv_strided_last = wide[:, :, ::2]  # last-dim stride 2: copied to contiguous by the wrapper
-    expected = attention.flash_attention_reference(qkv_strided_last, num_heads, valid_len)
+    expected = attention.flash_attention_naive(qkv_strided_last, num_heads, valid_len)
     assert rel_rms(attention.flash_attention(qkv_strided_last, num_heads, valid_len), expected) <= FP32_TOL
 
     qkv = qkv_slice.contiguous()
@@ -175,7 +175,7 @@ def test_strided_inputs_and_outputs():
     out = out_storage.transpose(0, 1)  # (B, T, C) view with batch stride C and time stride B*C
     result = attention.flash_attention(qkv, num_heads, valid_len, out=out)
     assert result is out and torch.isfinite(out_storage).all()
-    assert rel_rms(out, attention.flash_attention_reference(qkv, num_heads, valid_len)) <= FP32_TOL
+    assert rel_rms(out, attention.flash_attention_naive(qkv, num_heads, valid_len)) <= FP32_TOL
 
 
 def test_int64_and_int32_valid_len_agree():
@@ -257,7 +257,7 @@ def test_gpu_paper_dims_low_precision_within_twice_torch_error(seq_len):
     valid_len = torch.tensor([seq_len, 1, seq_len // 2, 7, seq_len - 3, seq_len, 100, seq_len // 3],
                              device=device)
     for lengths in (None, valid_len):
-        reference = attention.flash_attention_reference(qkv32, num_heads, lengths)
+        reference = attention.flash_attention_naive(qkv32, num_heads, lengths)
         out32 = nan_tensor((batch, seq_len, hidden_dim), torch.float32, device)
         attention.flash_attention(qkv32, num_heads, lengths, out=out32)
         assert torch.isfinite(out32).all()
@@ -266,7 +266,7 @@ def test_gpu_paper_dims_low_precision_within_twice_torch_error(seq_len):
             qkv_lowp = qkv32.to(dtype)
             out = nan_tensor((batch, seq_len, hidden_dim), dtype, device)
             attention.flash_attention(qkv_lowp, num_heads, lengths, out=out)
-            torch_lowp = attention.flash_attention_reference(qkv_lowp, num_heads, lengths, compute_dtype=dtype)
+            torch_lowp = attention.flash_attention_naive(qkv_lowp, num_heads, lengths, compute_dtype=dtype)
             assert torch.isfinite(out).all()
             kernel_error, torch_error = rel_rms(out, reference), rel_rms(torch_lowp, reference)
             assert kernel_error <= 2 * torch_error + 1e-6, (dtype, lengths is not None, kernel_error, torch_error)

@@ -54,10 +54,10 @@ def assert_oracle_rules_on_own_probs(result: ch.ClassHeadOutput, valid_len, top_
     batch, _, length = probs.shape
     for b in range(batch):
         n = int(valid_len[b])
-        fg_all, label_all, _ = ch.select_top_snippets_reference(probs[b], length, 1)
+        fg_all, label_all, _ = ch.select_top_snippets_naive(probs[b], length, 1)
         np.testing.assert_array_equal(result.fg[b].cpu().double().numpy(), fg_all)
         np.testing.assert_array_equal(result.label[b].cpu().numpy(), label_all)
-        _, _, selected = ch.select_top_snippets_reference(probs[b], n, top_snippets)
+        _, _, selected = ch.select_top_snippets_naive(probs[b], n, top_snippets)
         expected_top = np.full(top_snippets, -1, dtype=np.int64)
         expected_top[: len(selected)] = selected
         np.testing.assert_array_equal(result.top[b].cpu().numpy(), expected_top)
@@ -75,7 +75,7 @@ def assert_all_written(result: ch.ClassHeadOutput) -> None:
 @pytest.mark.parametrize("length", [1, 7, 100, 123, 256])
 @pytest.mark.parametrize("num_foreground", [1, 3, 20])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_matches_reference(dtype, num_foreground, length):
+def test_matches_naive(dtype, num_foreground, length):
     generator = torch.Generator().manual_seed(1000 * num_foreground + length + (dtype == torch.float16))
     num_classes = num_foreground + 1
     weight, bias = make_head(generator, num_classes)
@@ -84,8 +84,8 @@ def test_matches_reference(dtype, num_foreground, length):
         valid_len = random_valid_len(generator, batch, length)
         e_low, weight_low, bias_low = e.to(dtype), weight.to(dtype), bias.to(dtype)
         # Reference on the same rounded inputs (isolates the kernel's arithmetic) and on the float32 originals.
-        same_inputs = ch.class_head_reference(e_low, weight_low, bias_low, valid_len, 1)
-        originals = ch.class_head_reference(e, weight, bias, valid_len, 1)
+        same_inputs = ch.class_head_naive(e_low, weight_low, bias_low, valid_len, 1)
+        originals = ch.class_head_naive(e, weight, bias, valid_len, 1)
         for top_snippets in (1, 5, 50, 300):
             outputs = prefilled_outputs(batch, num_classes, length, top_snippets)
             result = ch.class_head(e_low, weight_low, bias_low, valid_len, top_snippets, **outputs)
@@ -126,7 +126,7 @@ def test_selection_with_exact_ties():
             assert_oracle_rules_on_own_probs(result, valid_len, top_snippets)
             # The ties are real: far fewer distinct fg values than snippets.
             assert len(torch.unique(result.fg[0])) <= 9
-            reference = ch.class_head_reference(e, weight, bias, valid_len, top_snippets)
+            reference = ch.class_head_naive(e, weight, bias, valid_len, top_snippets)
             assert torch.equal(result.top, reference.top)
             assert torch.equal(result.label, reference.label)
 
@@ -213,7 +213,7 @@ def test_float32_weights_are_cast_to_the_compute_dtype():
     e = torch.randn(2, 64, C_SMALL, generator=generator).half()
     weight, bias = make_head(generator, 21)
     result = ch.class_head(e, weight, bias, 64, 5)  # fp32 weights, fp16 activations; an int valid_len
-    expected = ch.class_head_reference(e, weight.half(), bias.half(), 64, 5)
+    expected = ch.class_head_naive(e, weight.half(), bias.half(), 64, 5)
     assert rel_rms(result.probs, expected.probs) <= 1e-5
     assert result.top_count.tolist() == [5, 5]
 
@@ -226,7 +226,7 @@ def test_wide_class_axis_and_many_channels():
     weight, bias = make_head(generator, num_foreground + 1, channels)
     result = ch.class_head(e, weight, bias, [100, 40], 50, **prefilled_outputs(batch, num_foreground + 1, length, 50))
     assert_all_written(result)
-    assert rel_rms(result.probs, ch.class_head_reference(e, weight, bias, [100, 40], 50).probs) <= 1e-5
+    assert rel_rms(result.probs, ch.class_head_naive(e, weight, bias, [100, 40], 50).probs) <= 1e-5
     assert_oracle_rules_on_own_probs(result, [100, 40], 50)
 
 
@@ -306,7 +306,7 @@ def test_gpu_paper_dims_low_precision(num_foreground):
     bias = torch.randn(num_foreground + 1, device=device, generator=generator) * 0.5
     valid_len = torch.randint(1, length + 1, (batch,), device=device, generator=generator)
     valid_len[0], valid_len[1] = length, 1
-    reference = ch.class_head_reference(e, weight, bias, valid_len, top_snippets)
+    reference = ch.class_head_naive(e, weight, bias, valid_len, top_snippets)
 
     result = ch.class_head(e, weight, bias, valid_len, top_snippets,
                            **prefilled_outputs(batch, num_foreground + 1, length, top_snippets, device))
@@ -319,7 +319,7 @@ def test_gpu_paper_dims_low_precision(num_foreground):
         result = ch.class_head(e_low, weight_low, bias_low, valid_len, top_snippets,
                                **prefilled_outputs(batch, num_foreground + 1, length, top_snippets, device))
         assert_all_written(result)
-        torch_low = ch.class_head_reference(e_low, weight_low, bias_low, valid_len, top_snippets, compute_dtype=dtype)
+        torch_low = ch.class_head_naive(e_low, weight_low, bias_low, valid_len, top_snippets, compute_dtype=dtype)
         kernel_error = rel_rms(result.probs, reference.probs)
         torch_error = rel_rms(torch_low.probs, reference.probs)
         assert kernel_error <= 2 * torch_error + 1e-6, (dtype, kernel_error, torch_error)

@@ -13,7 +13,7 @@ import torch
 
 triton = pytest.importorskip("triton")
 
-from gsmt_fast.kernels.layer_norm import layer_norm_rows, layer_norm_rows_reference  # noqa: E402
+from gsmt_fast.kernels.layer_norm import layer_norm_rows, layer_norm_rows_naive  # noqa: E402
 from kernel_testing import nan_tensor, rel_rms  # noqa: E402
 
 TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.5e-2}
@@ -33,7 +33,7 @@ def check(x, weight, bias, dtype, valid_len=None, period=None, eps=1e-5):
     got = layer_norm_rows(xd, weight.to(dtype), bias.to(dtype), eps, valid_len=valid_len, period=period, out=out)
     assert got is out
     assert torch.isfinite(out).all(), "some output elements were not written (NaN poison left)"
-    want = layer_norm_rows_reference(xd, weight.to(dtype), bias.to(dtype), eps, valid_len=valid_len, period=period)
+    want = layer_norm_rows_naive(xd, weight.to(dtype), bias.to(dtype), eps, valid_len=valid_len, period=period)
     err = rel_rms(out, want)
     assert err <= TOLERANCE[dtype], f"rel_rms {err:.3e} > {TOLERANCE[dtype]:.0e}"
     if valid_len is not None:
@@ -48,7 +48,7 @@ def check(x, weight, bias, dtype, valid_len=None, period=None, eps=1e-5):
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("T", [1, 7, 100, 123, 256])
 @pytest.mark.parametrize("C", [32, 48, 64])
-def test_matches_reference(C, T, batch, dtype):
+def test_matches_naive(C, T, batch, dtype):
     x, w, b = make_inputs(batch * T, C, seed=T * batch + C)
     check(x, w, b, dtype)
     # The same with padding: lengths from empty (0) to full (T), one window longer than T (clamped by the test).
@@ -97,22 +97,22 @@ def test_matches_model_final_norm_and_padding():
 
 def test_in_place_strided_and_list_lengths():
     x, w, b = make_inputs(3 * 5, 40)
-    want = layer_norm_rows_reference(x, w, b, valid_len=torch.tensor([5, 2, 0]), period=5)
+    want = layer_norm_rows_naive(x, w, b, valid_len=torch.tensor([5, 2, 0]), period=5)
     y = x.clone()
     got = layer_norm_rows(y, w, b, valid_len=[5, 2, 0], period=5, out=y)  # in place; lengths as a list
     assert got is y and rel_rms(y, want) <= 1e-5
     wide = torch.randn(15, 80)
     view = wide[:, ::2]  # non-unit column stride: copied to contiguous first
-    assert rel_rms(layer_norm_rows(view, w, b), layer_norm_rows_reference(view, w, b)) <= 1e-5
+    assert rel_rms(layer_norm_rows(view, w, b), layer_norm_rows_naive(view, w, b)) <= 1e-5
     rows_view = torch.randn(15, 50)[:, :40]  # row stride 50, unit column stride: read in place
-    assert rel_rms(layer_norm_rows(rows_view, w, b), layer_norm_rows_reference(rows_view, w, b)) <= 1e-5
+    assert rel_rms(layer_norm_rows(rows_view, w, b), layer_norm_rows_naive(rows_view, w, b)) <= 1e-5
 
 
 def test_fp32_parameters_with_fp16_activations_and_empty():
     x, w, b = make_inputs(10, 64)
     got = layer_norm_rows(x.half(), w, b)
     assert got.dtype == torch.float16
-    assert rel_rms(got, layer_norm_rows_reference(x.half(), w, b)) <= 2e-3
+    assert rel_rms(got, layer_norm_rows_naive(x.half(), w, b)) <= 2e-3
     assert layer_norm_rows(torch.empty(0, 64), w, b).shape == (0, 64)
 
 
@@ -154,7 +154,7 @@ def test_gpu_low_precision_within_twice_torch_error():
     B, T, C = 8, 256, 512
     x, w, b = make_inputs(B * T, C, device="cuda")
     valid_len = torch.tensor([256, 255, 100, 1, 0, 256, 17, 200], device="cuda")
-    ref32 = layer_norm_rows_reference(x, w, b, valid_len=valid_len, period=T)
+    ref32 = layer_norm_rows_naive(x, w, b, valid_len=valid_len, period=T)
     got32 = layer_norm_rows(x, w, b, valid_len=valid_len, period=T)
     assert rel_rms(got32, ref32) <= 1e-5
     for dtype in (torch.bfloat16, torch.float16):

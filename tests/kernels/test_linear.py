@@ -17,7 +17,7 @@ import torch
 triton = pytest.importorskip("triton")
 
 from gsmt_fast.kernels import linear  # noqa: E402
-from gsmt_fast.kernels.linear import fused_linear, fused_linear_reference  # noqa: E402
+from gsmt_fast.kernels.linear import fused_linear, fused_linear_naive  # noqa: E402
 from kernel_testing import nan_tensor, rel_rms  # noqa: E402
 
 TOLERANCE = {torch.float32: 1e-5, torch.float16: 3e-3, torch.bfloat16: 2e-2}
@@ -54,7 +54,7 @@ def run_and_check(x, weight, bias, kwargs, dtype, activation=None):
     got = fused_linear(xd, wd, bd, activation=activation, out=out, **kd)
     assert got is out
     assert torch.isfinite(out).all(), "some output elements were not written (NaN poison left) or overflowed"
-    want = fused_linear_reference(xd, wd, bd, activation=activation, **kd)  # fp32 on the same rounded inputs
+    want = fused_linear_naive(xd, wd, bd, activation=activation, **kd)  # fp32 on the same rounded inputs
     err = rel_rms(out, want)
     assert err <= TOLERANCE[dtype], f"rel_rms {err:.3e} > {TOLERANCE[dtype]:.0e}"
     return err
@@ -111,8 +111,8 @@ def test_layer_norm_statistics_with_large_mean():
     # the kernel must be no worse than PyTorch fp32 (measured: kernel 1.2e-5, PyTorch 2.2e-5).
     x, w, b, kw = make_inputs(50, 64, 40, ln=True, x_offset=1000.0)
     got = fused_linear(x, w, b, **kw)
-    torch_fp32 = fused_linear_reference(x, w, b, **kw)
-    exact = fused_linear_reference(x, w, b, compute_dtype=torch.float64, **kw)
+    torch_fp32 = fused_linear_naive(x, w, b, **kw)
+    exact = fused_linear_naive(x, w, b, compute_dtype=torch.float64, **kw)
     assert rel_rms(got, exact) <= rel_rms(torch_fp32, exact)
 
 
@@ -131,7 +131,7 @@ def test_strided_inputs():
     residual = torch.randn(40, 30).t()
     out = nan_tensor((30, 40))
     fused_linear(x_t, w_t, b, residual=residual, out=out, **kw)
-    want = fused_linear_reference(x, w, b, residual=residual, **kw)
+    want = fused_linear_naive(x, w, b, residual=residual, **kw)
     assert rel_rms(out, want) <= 1e-5
 
 
@@ -140,7 +140,7 @@ def test_fp32_weights_are_cast_to_fp16_activations():
     x16 = x.half()
     got = fused_linear(x16, w, b, **kw)  # fp32 weight, bias, LN params and residual with fp16 x
     assert got.dtype == torch.float16
-    want = fused_linear_reference(x16, w.half(), b, **kw)
+    want = fused_linear_naive(x16, w.half(), b, **kw)
     assert rel_rms(got, want) <= 3e-3
 
 
@@ -148,7 +148,7 @@ def test_in_place_residual_update():
     # x = fused_linear(h, W, b, residual=x, out=x): each element read then written by the same program.
     h, w, b, _ = make_inputs(3 * 100, 64, 64)
     x = torch.randn(3 * 100, 64)
-    want = fused_linear_reference(h, w, b, residual=x)
+    want = fused_linear_naive(h, w, b, residual=x)
     got = fused_linear(h, w, b, residual=x, out=x)
     assert got is x
     assert rel_rms(x, want) <= 1e-5
@@ -250,7 +250,7 @@ def test_gpu_low_precision_within_twice_torch_error(K, N):
     """Paper dims, batch 8 x T 256, with LN: bf16/fp16 kernel error <= 2x PyTorch's own same-precision error."""
     M = 8 * 256
     x, w, b, kw = make_inputs(M, K, N, ln=True, residual=True, row_add_period=256, device="cuda")
-    ref32 = fused_linear_reference(x, w, b, activation="relu", **kw)
+    ref32 = fused_linear_naive(x, w, b, activation="relu", **kw)
     got32 = fused_linear(x, w, b, activation="relu", **kw)
     assert torch.isfinite(got32).all()
     assert rel_rms(got32, ref32) <= 1e-5  # ieee fp32 dots, not tf32
@@ -258,7 +258,7 @@ def test_gpu_low_precision_within_twice_torch_error(K, N):
         kd = {k: cast(v, dtype) for k, v in kw.items()}
         out = nan_tensor((M, N), dtype, "cuda")
         fused_linear(x.to(dtype), w.to(dtype), b.to(dtype), activation="relu", out=out, **kd)
-        torch_lowp = fused_linear_reference(x.to(dtype), w.to(dtype), b.to(dtype), activation="relu",
+        torch_lowp = fused_linear_naive(x.to(dtype), w.to(dtype), b.to(dtype), activation="relu",
                                             compute_dtype=dtype, **kd)
         assert torch.isfinite(out).all()
         kernel_err, torch_err = rel_rms(out, ref32), rel_rms(torch_lowp, ref32)

@@ -14,7 +14,7 @@ Tolerances (relative RMS error, ||a - b|| / ||b||):
 
 import pytest
 import torch
-from gsmt_fast.kernels.mask_head import mask_head, mask_head_reference
+from gsmt_fast.kernels.mask_head import mask_head, mask_head_naive
 from kernel_testing import interpreted, nan_tensor, rel_rms
 
 # The interpreter runs CPU tensors; without it the kernels need a GPU.
@@ -63,7 +63,7 @@ def make_columns(batch, length, n_cols, dtype=torch.int64, seed=1, device=DEVICE
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("length", [1, 7, 100, 123, 256])
-def test_matches_reference(length, batch, dtype, use_columns):
+def test_matches_naive(length, batch, dtype, use_columns):
     e, *weights = make_head(batch, length, 32, 32, seed=length + batch)
     e = e.to(dtype)
     weights = [w.to(dtype) for w in weights]
@@ -73,7 +73,7 @@ def test_matches_reference(length, batch, dtype, use_columns):
 
     result = mask_head(e, *weights, columns=columns, out=out)
     # The reference computes in fp32 from the same (already rounded) inputs: only the kernels' rounding differs.
-    expected = mask_head_reference(e, *weights, columns=columns)
+    expected = mask_head_naive(e, *weights, columns=columns)
 
     assert result is out and result.shape == shape and result.dtype == dtype
     assert torch.isfinite(result).all()
@@ -94,7 +94,7 @@ def test_channel_counts_not_powers_of_two(dtype, use_columns):
     out = nan_tensor((batch, length, 37 if use_columns else length), dtype, DEVICE)
     # fp32 master weights with fp16 activations: the wrapper casts them to the compute dtype.
     result = mask_head(e, *weights, columns=columns, out=out)
-    expected = mask_head_reference(e, *[w.to(dtype) for w in weights], columns=columns)
+    expected = mask_head_naive(e, *[w.to(dtype) for w in weights], columns=columns)
     assert torch.isfinite(result).all()
     assert rel_rms(result, expected) <= (FP32_TOL if dtype == torch.float32 else FP16_TOL)
 
@@ -135,7 +135,7 @@ def test_channels_last_view_and_strided_out():
     out = buffer[:, :, 2:length + 2]
     result = mask_head(e_view, w1, b1, w2, b2, w3[:, :, 0], b3, out=out)
     assert result.data_ptr() == out.data_ptr()
-    assert rel_rms(out, mask_head_reference(e, w1, b1, w2, b2, w3, b3)) <= FP32_TOL
+    assert rel_rms(out, mask_head_naive(e, w1, b1, w2, b2, w3, b3)) <= FP32_TOL
     assert torch.isnan(buffer[:, :, :2]).all() and torch.isnan(buffer[:, :, length + 2:]).all()
 
 
@@ -147,7 +147,7 @@ def test_out_dtype():
     # fp32 compute, fp16 masks: only the final rounding differs from the reference.
     out = nan_tensor((batch, length, length), torch.float16, DEVICE)
     result = mask_head(e, *weights, out_dtype=torch.float16, out=out)
-    assert rel_rms(result, mask_head_reference(e, *weights)) <= 5e-4
+    assert rel_rms(result, mask_head_naive(e, *weights)) <= 5e-4
     # out alone sets the dtype
     assert mask_head(e, *weights, out=nan_tensor((batch, length, length), torch.float16, DEVICE)).dtype == torch.float16
 
@@ -244,9 +244,9 @@ def test_reference_is_the_models_head():
     x = torch.randn(batch, c_in, length)
     weights = [p.detach() for p in head.parameters()]
     expected = torch.sigmoid(head(x)).detach()
-    assert torch.allclose(mask_head_reference(x.transpose(1, 2), *weights), expected, atol=1e-6)
+    assert torch.allclose(mask_head_naive(x.transpose(1, 2), *weights), expected, atol=1e-6)
     columns = torch.tensor([[2, -1, 2], [0, 8, -1]])
-    gathered = mask_head_reference(x.transpose(1, 2), *weights, columns=columns)
+    gathered = mask_head_naive(x.transpose(1, 2), *weights, columns=columns)
     assert torch.equal(gathered[0, :, 0], expected[0, :, 2]) and torch.equal(gathered[1, :, 1], expected[1, :, 8])
     assert (gathered[0, :, 1] == 0).all() and (gathered[1, :, 2] == 0).all()
 
@@ -258,9 +258,9 @@ def test_gpu_paper_dims_low_precision(dtype):
     """Paper dims (C=512, Cm=256, T=256, batch 8): the kernel's low-precision error against the fp32 reference is at
     most twice PyTorch's own error at the same precision (its convolutions under autocast)."""
     e, *weights = make_head(8, 256, 512, 256, seed=11, device="cuda")
-    reference = mask_head_reference(e, *weights)  # fp32 (TF32 is off: see the no_tf32 fixture)
+    reference = mask_head_naive(e, *weights)  # fp32 (TF32 is off: see the no_tf32 fixture)
     with torch.autocast("cuda", dtype=dtype):
-        torch_lowp = mask_head_reference(e, *weights)
+        torch_lowp = mask_head_naive(e, *weights)
     kernel_lowp = mask_head(e.to(dtype), *[w.to(dtype) for w in weights],
                             out=nan_tensor((8, 256, 256), torch.float16, "cuda"))
     assert torch.isfinite(kernel_lowp).all()
@@ -268,10 +268,10 @@ def test_gpu_paper_dims_low_precision(dtype):
 
     columns = make_columns(8, 256, 50, device="cuda")
     with torch.autocast("cuda", dtype=dtype):
-        torch_selected = mask_head_reference(e, *weights, columns=columns)
+        torch_selected = mask_head_naive(e, *weights, columns=columns)
     selected = mask_head(e.to(dtype), *weights, columns=columns,
                          out=nan_tensor((8, 256, 50), torch.float16, "cuda"))
-    reference_selected = mask_head_reference(e, *weights, columns=columns)
+    reference_selected = mask_head_naive(e, *weights, columns=columns)
     assert torch.isfinite(selected).all()
     assert rel_rms(selected, reference_selected) <= 2 * rel_rms(torch_selected, reference_selected) + 1e-6
 
@@ -284,8 +284,8 @@ def test_gpu_paper_dims_fp32(length):
     out = nan_tensor((8, length, length), device="cuda")
     result = mask_head(e, *weights, out=out)
     assert torch.isfinite(result).all()
-    assert rel_rms(result, mask_head_reference(e, *weights)) <= FP32_TOL
+    assert rel_rms(result, mask_head_naive(e, *weights)) <= FP32_TOL
     columns = make_columns(8, length, 50, device="cuda")
     selected = mask_head(e, *weights, columns=columns, out=nan_tensor((8, length, 50), device="cuda"))
-    assert rel_rms(selected, mask_head_reference(e, *weights, columns=columns)) <= FP32_TOL
+    assert rel_rms(selected, mask_head_naive(e, *weights, columns=columns)) <= FP32_TOL
 
