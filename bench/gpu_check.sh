@@ -16,7 +16,7 @@ Steps (each logged to RESULTS_DIR/<step>.log, with its own timeout; total under 
   pytest_gpu        python3 -m pytest -m gpu tests (JUnit XML in RESULTS_DIR): CUDA post-processing == CPU,
                     Triton kernels' bf16/fp16 error vs PyTorch's, triton backend == reference
   bench_triton      bench/bench_triton.py: end-to-end triton backend, features on the GPU, batches 1 … 1024
-  accuracy          bench/backend_accuracy.py on the synthetic validation splits (needs .gpu_assets/, see below):
+  accuracy          bench/backend_accuracy.py on the synthetic validation splits (data: see below):
                     reference vs torch fp32 vs triton fp32/fp16/bf16 mAP and identical detections
   bench_postprocess bench/bench_postprocess.py (CUDA post-processing throughput)
   bench_kernels     bench/kernels/bench_*.py: each Triton kernel vs eager PyTorch and torch.compile
@@ -24,10 +24,10 @@ Steps (each logged to RESULTS_DIR/<step>.log, with its own timeout; total under 
 Then RESULTS_DIR/summary.txt with PASS/FAIL/TIMEOUT/SKIP per step and the engine's GPU targets (bench/gpu_targets.py:
 MET / NOT MET / NOT MEASURED from the JSON the steps wrote); exit status 1 if any step failed.
 
-.gpu_assets/ (git-ignored; pass it in the device tool's `carry`; build it with `python bench/make_gpu_assets.py`,
-~7 min on 2 cores): thumos/ and anet/ benchmark folders holding the validation videos of `gsmt-fast synth --profile
-thumos-like|anet-like` (seed 0), and thumos.safetensors / anet.safetensors, the checkpoints of `gsmt-fast train
---config configs/synthetic_{thumos,anet}.yaml` on them.
+Data of the accuracy step: .gpu_assets/ when present (git-ignored; build it with `python bench/make_gpu_assets.py`,
+seconds), else RESULTS_DIR/assets/, built by the step itself the same way: the validation videos of `gsmt-fast synth
+--profile thumos-like|anet-like` (seed 0) and the checkpoints shipped in bench/assets/ (trained on them with
+configs/synthetic_{thumos,anet}.yaml).
 
 Options:
   --dry-run   the same steps on a CPU machine: the venv's python (.venv/bin/python when present), the build as a
@@ -209,10 +209,14 @@ bench_triton() {
 accuracy() {
   local runs="reference,torch:fp32,triton:fp32,triton:fp16,triton:bf16" device="cuda" rc=0
   if [ "$DRY_RUN" = 1 ]; then runs="reference,torch:fp32"; device="cpu"; fi
-  if [ ! -d .gpu_assets ]; then echo "no .gpu_assets/ (see --help): nothing to check"; return 1; fi
-  "$PY" bench/backend_accuracy.py --data .gpu_assets/thumos --ckpt .gpu_assets/thumos.safetensors --tious thumos \
+  local assets=.gpu_assets
+  if [ ! -d "$assets" ]; then  # synthesize the validation splits; the checkpoints ship in bench/assets/
+    assets="$RESULTS_DIR/assets"
+    "$PY" bench/make_gpu_assets.py --out "$assets" || return 1
+  fi
+  "$PY" bench/backend_accuracy.py --data "$assets/thumos" --ckpt "$assets/thumos.safetensors" --tious thumos \
     --runs "$runs" --device "$device" --out "$RESULTS_DIR/accuracy_thumos.json" || rc=1
-  "$PY" bench/backend_accuracy.py --data .gpu_assets/anet --ckpt .gpu_assets/anet.safetensors --tious anet \
+  "$PY" bench/backend_accuracy.py --data "$assets/anet" --ckpt "$assets/anet.safetensors" --tious anet \
     --runs "$runs" --device "$device" --out "$RESULTS_DIR/accuracy_anet.json" || rc=1
   return "$rc"
 }
