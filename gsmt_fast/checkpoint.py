@@ -33,6 +33,12 @@ class CheckpointMeta:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
+        names = self.class_names
+        if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
+            raise ValueError(f"class_names must be a list of non-empty strings, got {names!r}"[:300])
+        if len(set(names)) != len(names):
+            duplicated = sorted({n for n in names if names.count(n) > 1})
+            raise ValueError(f"class_names must be unique; repeated: {duplicated[:10]}")
         if self.input_mode not in ("window", "resize"):
             raise ValueError(f"input_mode must be 'window' or 'resize', got {self.input_mode!r}")
         if len(self.class_names) != self.model.num_classes:
@@ -56,6 +62,12 @@ class CheckpointMeta:
     @classmethod
     def from_json(cls, text: str) -> CheckpointMeta:
         d = json.loads(text)
+        if not isinstance(d, dict):
+            raise ValueError(f"the metadata must be a JSON object, got {type(d).__name__}")
+        for key, kind in (("model", dict), ("class_names", list), ("grid", dict), ("input_mode", str),
+                          ("inference", dict), ("extra", dict)):
+            if key in d and not isinstance(d[key], kind) or key not in d and key != "extra":
+                raise ValueError(f"metadata field {key!r} must be a JSON {kind.__name__}, got {d.get(key)!r}"[:300])
         if d.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"unsupported checkpoint format_version {d.get('format_version')!r} "
                              f"(this gsmt_fast reads {FORMAT_VERSION})")
@@ -74,6 +86,8 @@ def save_checkpoint(model: GSMT, path: str | os.PathLike, class_names=None, infe
     from safetensors.torch import save_file
 
     cfg: GSMTConfig = model.cfg
+    if isinstance(class_names, (str, bytes)):
+        raise TypeError(f"class_names must be a list of strings, got the single string {class_names!r}")
     class_names = list(class_names) if class_names is not None else [f"class_{i}" for i in range(cfg.num_classes)]
     if isinstance(inference, dict) or inference is None:
         inference = InferenceConfig(**(inference or {}))
@@ -89,26 +103,56 @@ def save_checkpoint(model: GSMT, path: str | os.PathLike, class_names=None, infe
     return path
 
 
+def parameter_shapes(cfg: GSMTConfig) -> dict[str, tuple[int, ...]]:
+    """The shape of every weight a model of ``cfg`` has, computed without allocating it (meta tensors)."""
+    with torch.device("meta"):
+        model = GSMT(cfg)
+    return {name: tuple(t.shape) for name, t in model.state_dict().items()}
+
+
+def _check_shapes(path: Path, stored: dict[str, tuple], cfg: GSMTConfig) -> None:
+    expected = parameter_shapes(cfg)
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"{path}: the weights do not match the stored model config: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}")
+    for name, shape in expected.items():
+        if stored[name] != shape:
+            raise ValueError(f"{path}: weight {name!r} has shape {stored[name]}, the stored model config needs "
+                             f"{shape}")
+
+
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], CheckpointMeta]:
-    """Weights and metadata of a checkpoint, with clear errors for missing, foreign or corrupt files."""
+    """Weights and metadata of a checkpoint, with clear errors for missing, foreign or corrupt files. The metadata
+    and the weight shapes in the file's header are checked before any weight is read, so a file's cost is bounded
+    by its size whatever its metadata claims."""
     from safetensors import safe_open
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        f = safe_open(str(path), framework="pt")
     except Exception as e:  # noqa: BLE001 - safetensors raises several types for damaged files
         raise ValueError(f"{path} is not a readable .safetensors checkpoint (corrupt or truncated?): {e}") from e
-    if METADATA_KEY not in metadata:
-        raise ValueError(f"{path} is a safetensors file without gsmt_fast metadata; to import foreign weights use "
-                         f"gsmt_fast.checkpoint.import_state_dict")
-    try:
-        meta = CheckpointMeta.from_json(metadata[METADATA_KEY])
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{path}: corrupt gsmt_fast metadata: {e}") from e
+    with f:
+        metadata = f.metadata() or {}
+        if METADATA_KEY not in metadata:
+            raise ValueError(f"{path} is a safetensors file without gsmt_fast metadata; to import foreign weights use "
+                             f"gsmt_fast.checkpoint.import_state_dict")
+        try:
+            meta = CheckpointMeta.from_json(metadata[METADATA_KEY])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path}: corrupt gsmt_fast metadata: {e}") from e
+        _check_shapes(path, {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}, meta.model)
+        try:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as e:  # noqa: BLE001
+            raise ValueError(f"{path} is not a readable .safetensors checkpoint (corrupt or truncated?): {e}") from e
+    for name, t in tensors.items():
+        if not t.is_floating_point():
+            raise ValueError(f"{path}: weight {name!r} has dtype {t.dtype}; a checkpoint holds floating-point weights")
     return tensors, meta
 
 

@@ -109,11 +109,18 @@ def cmd_demo(a) -> int:
 
 
 def find_bench_script() -> tuple[Path | None, list[Path]]:
-    """``bench/run.py`` of the checkout this package runs from (editable install) or of the working directory.
+    """``bench/run.py`` of the source checkout this package runs from (an editable install), or None.
 
-    The benchmark harness lives in the repository, not in the wheel; returns (path or None, places looked at)."""
-    candidates = [Path(__file__).resolve().parent.parent / "bench" / "run.py", Path.cwd() / "bench" / "run.py"]
-    return next((c for c in candidates if c.is_file()), None), candidates
+    The benchmark harness lives in the repository, not in the wheel. Only the checkout that holds this very package
+    counts (its pyproject.toml names gsmt_fast): never the working directory, whose code would run with the user's
+    rights just because they ran ``gsmt-fast bench`` there. Returns (path or None, places looked at)."""
+    root = Path(__file__).resolve().parent.parent
+    script, pyproject = root / "bench" / "run.py", root / "pyproject.toml"
+    try:
+        ours = pyproject.is_file() and 'name = "gsmt_fast"' in pyproject.read_text()
+    except OSError:
+        ours = False
+    return (script if ours and script.is_file() else None), [script]
 
 
 def cmd_bench(argv: list[str]) -> int:
@@ -123,9 +130,9 @@ def cmd_bench(argv: list[str]) -> int:
     script, looked = find_bench_script()
     if script is None:
         print("gsmt-fast bench: error: the benchmark harness bench/run.py is part of the gsmt_fast repository, not "
-              "of the installed package, and was not found (looked at: " + ", ".join(map(str, looked)) + "). Run "
-              "it from the repository root of a checkout: `gsmt-fast bench --quick` or `python bench/run.py --quick`.",
-              file=sys.stderr)
+              "of the installed package (looked at: " + ", ".join(map(str, looked)) + "). Clone the repository and "
+              "run `python bench/run.py --quick` in it, or install it editable (`pip install -e .`) and use "
+              "`gsmt-fast bench`.", file=sys.stderr)
         return 2
     spec = importlib.util.spec_from_file_location("gsmt_fast_bench_run", script)
     module = importlib.util.module_from_spec(spec)
@@ -188,8 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--results", required=True)
     pl.add_argument("--annotations", required=True)
     pl.add_argument("--video", required=True)
-    pl.add_argument("--out", required=True)
-    pl.add_argument("--top-k", type=int, default=10)
+    pl.add_argument("--out", required=True, help="image to write: .png, .pdf or .svg (the format follows the suffix)")
+    pl.add_argument("--top-k", type=int, default=10, help="detections to draw, 1 … 200 (default 10)")
     pl.set_defaults(fn=cmd_plot)
 
     dm = sub.add_parser("demo", help="synthesize, train, detect, evaluate and plot on the thumos-like benchmark")

@@ -6,6 +6,8 @@ Both are plain dataclasses that round-trip through JSON (they are stored in chec
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,17 +56,31 @@ class GSMTConfig(_JsonFields):
     activation: str = "relu"
     positional_encoding: str = "fixed"
 
+    # Inclusive bounds of the integer fields: far above any real model, low enough that a config (e.g. from a
+    # checkpoint's metadata) can never ask for an absurd allocation. num_classes and T are also the limits of the
+    # post-processing's packed candidate keys (csrc/gsmt_core.h).
+    LIMITS = {"num_classes": (1, (1 << 24) - 1), "temporal_scale": (1, 1 << 16), "input_dim": (1, 1 << 16),
+              "hidden_dim": (1, 1 << 16), "mask_dim": (1, 1 << 16), "num_layers": (0, 64), "num_heads": (1, 1 << 10)}
+
     def __post_init__(self):
+        for name, (low, high) in self.LIMITS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"{name} must be an integer, got {value!r}")
+            value = int(value)
+            setattr(self, name, value)
+            if not low <= value <= high:
+                raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
+        if self.hidden_dim % self.num_heads:
+            raise ValueError(f"hidden_dim {self.hidden_dim} is not divisible by num_heads {self.num_heads}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, numbers.Real) or \
+                not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
         if self.positional_encoding not in POSITIONAL_ENCODINGS:
             raise ValueError(f"positional_encoding must be one of {POSITIONAL_ENCODINGS}, "
                              f"got {self.positional_encoding!r}")
-        if self.hidden_dim % self.num_heads:
-            raise ValueError(f"hidden_dim {self.hidden_dim} is not divisible by num_heads {self.num_heads}")
         if self.activation not in ("relu", "gelu"):
             raise ValueError(f"activation must be 'relu' or 'gelu', got {self.activation!r}")
-        for name in ("num_classes", "temporal_scale", "input_dim", "hidden_dim", "mask_dim", "num_heads"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
     PRESETS = {
         # The paper's architecture (Table 3: 2.9 M parameters, 0.6 GFLOPs at K=200, T=100, d_in=2048).
@@ -82,6 +98,13 @@ class GSMTConfig(_JsonFields):
 
 
 DEFAULT_MASK_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+# Documented maxima of the post-processing settings: far above the paper's values (M1 50, M2 200, 200 detections,
+# 9 thresholds), and bounding the work one window can ask for. M1 cannot exceed a window; SoftNMS costs
+# O(max_detections x candidates); the native ops keep at most 64 distinct mask thresholds.
+MAX_TOP_SNIPPETS = 1 << 16
+MAX_PRE_NMS_TOPK = 100_000
+MAX_DETECTIONS = 10_000
+MAX_MASK_THRESHOLDS = 64
 
 
 @dataclass
@@ -112,8 +135,19 @@ class InferenceConfig(_JsonFields):
             raise ValueError(f"mode must be 'short' or 'long', got {self.mode!r}")
         if self.nms_method not in ("gaussian", "linear", "hard"):
             raise ValueError(f"nms_method must be 'gaussian', 'linear' or 'hard', got {self.nms_method!r}")
-        if self.top_snippets < 1 or self.pre_nms_topk < 1 or self.max_detections < 1:
-            raise ValueError("top_snippets, pre_nms_topk and max_detections must be >= 1")
+        for name, high in (("top_snippets", MAX_TOP_SNIPPETS), ("pre_nms_topk", MAX_PRE_NMS_TOPK),
+                           ("max_detections", MAX_DETECTIONS)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= value <= high:
+                raise ValueError(f"{name} must be an integer in [1, {high}], got {value!r}")
+            setattr(self, name, int(value))
+        for name in ("score_threshold", "nms_sigma", "nms_iou_threshold", "nms_min_score", "window_overlap"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if len(self.mask_thresholds) > MAX_MASK_THRESHOLDS:
+            raise ValueError(f"at most {MAX_MASK_THRESHOLDS} mask thresholds are supported, got "
+                             f"{len(self.mask_thresholds)}")
         if not self.mask_thresholds or not all(0.0 <= t < 1.0 for t in self.mask_thresholds):
             raise ValueError(f"mask_thresholds must be non-empty values in [0, 1), got {self.mask_thresholds}")
         if not 0.0 <= self.window_overlap < 1.0:
@@ -192,4 +226,4 @@ class GridConfig(_JsonFields):
 
 
 __all__ = ["GSMTConfig", "InferenceConfig", "GridConfig", "LossConfig", "DEFAULT_MASK_THRESHOLDS", "LOSS_KINDS",
-           "check_loss_kind"]
+           "MAX_DETECTIONS", "MAX_MASK_THRESHOLDS", "MAX_PRE_NMS_TOPK", "MAX_TOP_SNIPPETS", "check_loss_kind"]

@@ -10,6 +10,7 @@ forward pass and the candidate/NMS arithmetic differ between backends.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -89,6 +90,8 @@ def results_to_json(results: Sequence[DetectionResult]) -> dict:
     for r in results:
         if r.video_id is None:
             raise ValueError("every DetectionResult needs a video_id to be written as results JSON")
+        if r.video_id in out:
+            raise ValueError(f"two results have video_id {r.video_id!r}: the results JSON keeps one list per video")
         out[r.video_id] = r.to_records()
     return {"version": RESULTS_VERSION, "results": out, "external_data": {"used": False, "details": ""}}
 
@@ -117,12 +120,25 @@ def _as_array(x, what: str, input_dim: int) -> np.ndarray:
 
 
 def _per_video(value, n: int, name: str):
-    if value is None or np.isscalar(value):
+    """One value per video from a scalar (also a 0-d array) or a sequence of n values."""
+    if value is None or isinstance(value, str) or np.ndim(value) == 0:
         return [value] * n
     value = list(value)
     if len(value) != n:
         raise ValueError(f"{name} has {len(value)} entries for {n} videos")
     return value
+
+
+def _positive_time(name: str, value, where: str) -> float | None:
+    """A time parameter (fps, feat_stride, num_frames, duration) as a finite float > 0, or None."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, str)) or not isinstance(value, (int, float, np.integer, np.floating, np.ndarray)):
+        raise TypeError(f"{where}: {name} must be a number, got {value!r}")
+    number = float(value)
+    if not (math.isfinite(number) and number > 0):
+        raise ValueError(f"{where}: {name} must be a finite number > 0, got {value!r}")
+    return number
 
 
 class Detector:
@@ -150,6 +166,8 @@ class Detector:
             self.inference = inference
         else:
             self.inference = meta.inference.replace(**(inference or {}))
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer (windows per forward pass), got {batch_size!r}")
         self.batch_size = int(batch_size)
         self.backend = self._make_backend(backend, model, device, precision)
 
@@ -184,21 +202,32 @@ class Detector:
         raise ValueError(f"unknown backend {name!r}; valid backends: {BACKENDS} or 'auto'")
 
     # ------------------------------------------------------------------ planning
-    def _time_params(self, i: int, fps, feat_stride, num_frames, duration) -> tuple[str, dict]:
-        """Input mode and grid parameters of video ``i``: ``resize`` when the checkpoint is a resize model and a
+    def _time_params(self, where: str, num_snippets: int, fps, feat_stride, num_frames,
+                     duration) -> tuple[str, dict]:
+        """Input mode and grid parameters of one video: ``resize`` when the checkpoint is a resize model and a
         duration is given, or when only a duration is given; otherwise ``window`` (needs fps, from the call or the
-        checkpoint's ``grid.default_fps``)."""
+        checkpoint's ``grid.default_fps``). Every value must be a finite number > 0. In window mode ``duration``
+        only clamps the detections, so it must reach the centre of the last snippet: a shorter one means that the
+        time metadata and the features disagree, and clamping would collapse the late detections."""
+        fps, feat_stride, num_frames, duration = (_positive_time(name, value, where) for name, value in
+                                                  (("fps", fps), ("feat_stride", feat_stride),
+                                                   ("num_frames", num_frames), ("duration", duration)))
         fps = fps if fps is not None else (None if duration is not None else self.grid_config.default_fps)
         if duration is not None and (self.input_mode == "resize" or fps is None):
-            return "resize", {"duration": float(duration)}
+            return "resize", {"duration": duration}
         if fps is None:
-            raise ValueError(f"video {i}: pass fps= (window mode; also feat_stride=, num_frames= if they differ "
+            raise ValueError(f"{where}: pass fps= (window mode; also feat_stride=, num_frames= if they differ "
                              f"from the checkpoint's {self.grid_config.feat_stride}, {self.grid_config.num_frames}) "
                              f"or duration= (resize mode: the whole video resampled to T snippets)")
         grid = self.grid_config
-        return "window", {"fps": float(fps), "duration": duration,
-                          "feat_stride": float(feat_stride if feat_stride is not None else grid.feat_stride),
-                          "num_frames": float(num_frames if num_frames is not None else grid.num_frames)}
+        feat_stride = feat_stride if feat_stride is not None else float(grid.feat_stride)
+        num_frames = num_frames if num_frames is not None else float(grid.num_frames)
+        last_centre = ((num_snippets - 1) * feat_stride + num_frames / 2.0) / fps
+        if duration is not None and duration < last_centre:
+            raise ValueError(f"{where}: duration {duration:g} s is shorter than its features: {num_snippets} snippets "
+                             f"at fps {fps:g}, feat_stride {feat_stride:g}, num_frames {num_frames:g} reach "
+                             f"{last_centre:g} s (check fps/feat_stride or the duration)")
+        return "window", {"fps": fps, "duration": duration, "feat_stride": feat_stride, "num_frames": num_frames}
 
     def plan(self, features, fps=None, feat_stride=None, num_frames=None, duration=None,
              video_id=None) -> list[VideoPlan]:
@@ -210,10 +239,15 @@ class Detector:
                                              ((fps, "fps"), (feat_stride, "feat_stride"),
                                               (num_frames, "num_frames"), (duration, "duration"),
                                               (video_id, "video_id")))
+        ids = [str(v) for v in id_l if v is not None]
+        if len(set(ids)) != len(ids):
+            repeated = sorted({v for v in ids if ids.count(v) > 1})
+            raise ValueError(f"video_id must be unique per call; repeated: {repeated[:10]}")
         plans = []
         for i, x in enumerate(videos):
-            a = _as_array(x, f"video {id_l[i] if id_l[i] is not None else i}", self.model_config.input_dim)
-            mode, params = self._time_params(i, fps_l[i], stride_l[i], nf_l[i], dur_l[i])
+            where = f"video {id_l[i]}" if id_l[i] is not None else f"video {i}"
+            a = _as_array(x, where, self.model_config.input_dim)
+            mode, params = self._time_params(where, len(a), fps_l[i], stride_l[i], nf_l[i], dur_l[i])
             windows = cut_windows(a, mode, self.model_config.temporal_scale, self.inference.window_overlap, **params)
             plans.append(VideoPlan(windows, dur_l[i], None if id_l[i] is None else str(id_l[i])))
         return plans
@@ -227,8 +261,8 @@ class Detector:
         mode (native stride, windows of T; ``duration`` then only clamps), ``duration`` alone selects resize mode
         (the whole video resampled to T). A resize-mode checkpoint uses resize mode whenever a duration is given.
 
-        Every video's windows go through the backend in batches of ``batch_size`` (:meth:`Backend.run_windows`);
-        once all windows of a video are in, :meth:`video_result` merges them.
+        Every video's windows go through the backend in batches of ``batch_size`` (:meth:`run_windows`); once all
+        windows of a video are in, :meth:`video_result` merges them.
         """
         plans = self.plan(features, fps, feat_stride, num_frames, duration, video_id)
         windows = [(i, w) for i, p in enumerate(plans) for w in p.windows]
@@ -242,7 +276,7 @@ class Detector:
         for s in range(0, len(windows), self.batch_size):
             batch = windows[s:s + self.batch_size]
             final = [len(plans[i].windows) == 1 for i, _ in batch]
-            for (i, _), out in zip(batch, self.backend.run_windows([w for _, w in batch], final, self.inference)):
+            for (i, _), out in zip(batch, self.run_windows([w for _, w in batch], final)):
                 parts[i].append(out)
                 if len(parts[i]) == len(plans[i].windows):
                     results[i] = self.video_result(parts[i], plans[i].duration, plans[i].video_id)
@@ -252,6 +286,23 @@ class Detector:
         if bar is not None:
             bar.close()
         return results if isinstance(features, (list, tuple)) else results[0]
+
+    def run_windows(self, windows: list[Window], final: list[bool]) -> list[WindowDetections]:
+        """:meth:`Backend.run_windows` with this detector's settings; a batch that runs out of device memory is split
+        in halves and retried (windows are independent: only the GEMMs' summation order changes with the batch),
+        down to a single window, which is then reported as too large."""
+        import torch
+
+        try:
+            return self.backend.run_windows(windows, final, self.inference)
+        except torch.OutOfMemoryError as error:
+            if len(windows) == 1:
+                raise RuntimeError(f"one window of T={self.model_config.temporal_scale} snippets does not fit in the "
+                                   f"device's memory ({error}); use a smaller model or another device") from error
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            half = len(windows) // 2
+            return self.run_windows(windows[:half], final[:half]) + self.run_windows(windows[half:], final[half:])
 
     def video_result(self, parts: list[WindowDetections], duration=None, video_id=None) -> DetectionResult:
         """One video's detections from the outputs of all its windows: a single final window is the result as it

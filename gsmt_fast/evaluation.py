@@ -52,6 +52,9 @@ THUMOS_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 ANET_THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 
 
+MAX_THRESHOLDS = 1000  # tIoU thresholds per evaluation: far above any benchmark's, bounds the work of a typo
+
+
 def normalize_thresholds(thresholds) -> tuple[float, ...]:
     """Thresholds as the doubles nearest to their decimal values (``round(t, 10)``), validated to lie in (0, 1]."""
     if isinstance(thresholds, str):
@@ -59,6 +62,8 @@ def normalize_thresholds(thresholds) -> tuple[float, ...]:
     values = np.atleast_1d(np.asarray(thresholds, dtype=np.float64))
     if values.ndim != 1 or len(values) == 0:
         raise ValueError(f"tiou_thresholds must be a non-empty 1-D sequence, got {thresholds!r}")
+    if len(values) > MAX_THRESHOLDS:
+        raise ValueError(f"{len(values)} tIoU thresholds given; at most {MAX_THRESHOLDS} are supported")
     normalized = tuple(round(float(t), 10) for t in values)
     bad = [t for t in normalized if not 0.0 < t <= 1.0]
     if bad:
@@ -81,6 +86,8 @@ def parse_thresholds(text: str) -> tuple[float, ...]:
             start, step, stop = parts
             if step <= 0 or stop < start:
                 raise ValueError(f"threshold range {text!r} needs step > 0 and stop >= start")
+            if (stop - start) / step >= MAX_THRESHOLDS:
+                raise ValueError(f"threshold range {text!r} has more than {MAX_THRESHOLDS} values")
             values = []
             value = start
             while value <= stop:

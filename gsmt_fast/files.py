@@ -1,4 +1,8 @@
-"""Atomic file writes: a reader never sees a half-written file, and a failed write leaves the old file intact."""
+"""Atomic file writes: a reader never sees a half-written file, and a failed write leaves the old file intact.
+
+The file gets the mode a plain ``open(path, "w")`` would give it: an existing file keeps its mode, a new one gets
+0666 minus the process umask (the temporary file, which ``mkstemp`` creates as 0600, is changed before the rename).
+"""
 
 from __future__ import annotations
 
@@ -9,15 +13,38 @@ import tempfile
 from pathlib import Path
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where /proc allows (os.umask can only read by setting)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _target_mode(path: Path) -> int:
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically, on error it is removed."""
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically (with the mode a plain
+    write would give, see the module docstring), on error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, _target_mode(path))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

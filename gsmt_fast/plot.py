@@ -6,9 +6,19 @@ from pathlib import Path
 
 from .files import atomic_path
 
+PLOT_FORMATS = ("png", "pdf", "svg")
+MAX_TOP_K = 200  # rows of one readable timeline
+
 
 def plot_timeline(results, annotations, video_id: str, out: str | Path, top_k: int = 10) -> Path:
-    """Write a PNG: one row of ground truth, then the ``top_k`` detections (by score), coloured by class."""
+    """Write a timeline: one row of ground truth, then the ``top_k`` detections (by score, ``1 <= top_k <= 200``),
+    coloured by class. The format follows the file suffix: ``.png``, ``.pdf`` or ``.svg``."""
+    out = Path(out)
+    fmt = out.suffix.lower().lstrip(".")
+    if fmt not in PLOT_FORMATS:
+        raise ValueError(f"--out {out}: the plot format follows the suffix, one of {', '.join(PLOT_FORMATS)}")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
+        raise ValueError(f"top_k must be an integer in [1, {MAX_TOP_K}], got {top_k!r}")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -44,8 +54,7 @@ def plot_timeline(results, annotations, video_id: str, out: str | Path, top_k: i
     ax.set_xlabel("time (s)")
     ax.set_title(f"video {vid}: ground truth and top {len(preds)} detections")
     fig.tight_layout()
-    out = Path(out)
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        fig.savefig(tmp, format=fmt, dpi=110)
     plt.close(fig)
     return out

@@ -143,3 +143,22 @@ def test_cli_bench_passes_arguments_through(capsys):
         main(["bench", "--help"])
     assert exit_info.value.code == 0
     assert "usage: gsmt-fast bench" in capsys.readouterr().out
+
+
+def test_cli_bench_never_runs_code_from_the_working_directory(tmp_path, monkeypatch, capsys):
+    """A bench/run.py planted in the working directory is not executed: only the package's own checkout counts."""
+    from gsmt_fast import cli
+
+    planted = tmp_path / "bench" / "run.py"
+    planted.parent.mkdir()
+    marker = tmp_path / "ran"
+    planted.write_text(f"open({str(marker)!r}, 'w').write('x')\ndef main(argv, prog=None):\n    return 0\n")
+    monkeypatch.chdir(tmp_path)
+    script, looked = cli.find_bench_script()
+    assert script is None or tmp_path not in script.parents
+    assert all(tmp_path not in p.parents for p in looked)
+    # With no checkout around the package (a wheel install), the command explains instead of running anything.
+    monkeypatch.setattr(cli, "__file__", str(tmp_path / "site-packages" / "gsmt_fast" / "cli.py"))
+    assert cli.main(["bench", "--quick"]) == 2
+    assert not marker.exists()
+    assert "Clone the repository" in capsys.readouterr().err

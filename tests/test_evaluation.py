@@ -188,3 +188,22 @@ def test_threshold_parsing():
 def test_bad_ground_truth():
     with pytest.raises(ValueError, match="ActivityNet-style"):
         evaluate({"database": {"a": {"subset": "validation"}}}, make_pred({}))
+
+
+def test_precision_envelope_when_precision_rises_after_a_false_positive():
+    """TP, FP, TP, TP against 3 instances: precision 1, 1/2, 2/3, 3/4 at recall 1/3, 1/3, 2/3, 1. With the
+    envelope (running maximum of precision from the right) AP = 1/3 * 1 + 1/3 * 3/4 + 1/3 * 3/4 = 0.8333; without
+    it, 1/3 * 1 + 1/3 * 2/3 + 1/3 * 3/4 = 0.8056."""
+    gt = make_gt({"a": [(0, 10, "Jump"), (20, 30, "Jump"), (40, 50, "Jump")]})
+    pred = make_pred({"a": [(0, 10, "Jump", 0.9), (60, 70, "Jump", 0.8), (20, 30, "Jump", 0.7),
+                            (40, 50, "Jump", 0.6)]})
+    result = evaluate(gt, pred, tiou_thresholds=(0.5,))
+    assert result.average_mAP == pytest.approx(1 / 3 + 0.25 + 0.25, abs=1e-12)
+
+
+def test_threshold_ranges_are_bounded():
+    with pytest.raises(ValueError, match="more than 1000 values"):
+        parse_thresholds("0.1:1e-9:0.2")
+    with pytest.raises(ValueError, match="at most 1000"):
+        normalize_thresholds(np.linspace(0.1, 0.9, 1001))
+    assert len(parse_thresholds("0.001:0.001:1")) == 1000

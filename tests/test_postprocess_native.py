@@ -427,7 +427,7 @@ def test_dtype_and_shape_errors():
         native.window_candidates_batch(probs, masks, valid, num_threads=0)
     with pytest.raises(TypeError, match="InferenceConfig"):
         native.window_candidates_batch(probs, masks, valid, cfg={"mode": "short"})
-    with pytest.raises(ValueError, match="at most 64 distinct mask thresholds"):
+    with pytest.raises(ValueError, match="at most 64"):
         native.window_candidates_batch(probs, masks, valid, InferenceConfig(mask_thresholds=np.linspace(0, 0.99, 65)))
 
 

@@ -17,6 +17,7 @@ import csv
 import json
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,11 +138,14 @@ def _flat_taxonomy(classes: Sequence[str]) -> list[dict[str, Any]]:
 
 
 def _taxonomy_leaves(taxonomy: Any, source: str) -> list[str]:
-    """Leaf node names of an ActivityNet taxonomy (a node is a leaf when no node names it as parent)."""
+    """Leaf node names of an ActivityNet taxonomy (a node is a leaf when no node names it as parent). A taxonomy in
+    another layout is ignored with a warning: the classes then come from the annotations alone."""
     if not taxonomy:
         return []
     if not isinstance(taxonomy, list) or not all(isinstance(n, Mapping) and "nodeName" in n for n in taxonomy):
-        raise ValueError(f"{source}: 'taxonomy' must be a list of nodes with 'nodeName'")
+        warnings.warn(f"{source}: 'taxonomy' is not an ActivityNet node list (nodes with 'nodeName'); ignored, the "
+                      "classes are taken from the annotations", stacklevel=3)
+        return []
     parents = {n.get("parentName") for n in taxonomy}
     return sorted({n["nodeName"] for n in taxonomy if n["nodeName"] not in parents})
 

@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 
+from ..config import MAX_DETECTIONS
 from . import reference
 
 NMS_METHODS = ("gaussian", "linear", "hard")
@@ -59,8 +60,9 @@ def check_settings(method, sigma, iou_threshold, min_score, max_seg_num, multicl
             raise ValueError(f"{name} must be finite, got {value}")
     if float(sigma) <= 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
-    if isinstance(max_seg_num, bool) or not isinstance(max_seg_num, (int, np.integer)) or max_seg_num < 1:
-        raise ValueError(f"max_seg_num must be an integer >= 1, got {max_seg_num!r}")
+    if isinstance(max_seg_num, bool) or not isinstance(max_seg_num, (int, np.integer)) or \
+            not 1 <= max_seg_num <= MAX_DETECTIONS:
+        raise ValueError(f"max_seg_num must be an integer in [1, {MAX_DETECTIONS}], got {max_seg_num!r}")
     if not isinstance(multiclass, (bool, np.bool_)):
         raise TypeError(f"multiclass must be a bool, got {multiclass!r}")
 
