@@ -39,7 +39,7 @@ enum StatusBits : int32_t {
   kMasksOutOfRange = 8,
   kBadValidLen = 16,
   kCandidateOverflow = 32,  // CUDA only: the per-window candidate table overflowed (the wrapper recomputes on CPU)
-  kBadTimeMap = 64,         // scale <= 0 or non-finite scale/offset
+  kBadTimeMap = 64,         // scale <= 0, or scale/offset/seconds of the window not finite (time_map_ok)
 };
 
 // The settings of the candidate stage (steps 1-5 of docs/DESIGN.md "Post-processing") plus the window shape.
@@ -101,6 +101,13 @@ GSMT_HD double candidate_score(float prob, float mask_max) {
 
 // Snippet units -> seconds, exactly the reference's `offset + u * scale` (two roundings, no FMA).
 GSMT_HD double to_seconds(double offset, double scale, double u) { return offset + u * scale; }
+
+// A window's time map is usable when scale > 0 and every second it produces, u in [0, T], is finite (the seconds
+// are monotonic in u, so the two ends decide).
+GSMT_HD bool time_map_ok(double scale, double offset, int64_t T) {
+  const double last = to_seconds(offset, scale, static_cast<double>(T));
+  return scale > 0.0 && scale - scale == 0.0 && offset - offset == 0.0 && last - last == 0.0;
+}
 
 // IoU in float64, with the oracle's order of operations and its 0/0 rule (identical points overlap fully,
 // distinct points do not interact).

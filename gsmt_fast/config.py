@@ -103,7 +103,7 @@ DEFAULT_MASK_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 # O(max_detections x candidates); the native ops keep at most 64 distinct mask thresholds.
 MAX_TOP_SNIPPETS = 1 << 16
 MAX_PRE_NMS_TOPK = 100_000
-MAX_DETECTIONS = 10_000
+MAX_DETECTIONS = 100_000
 MAX_MASK_THRESHOLDS = 64
 
 

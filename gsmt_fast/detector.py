@@ -249,6 +249,10 @@ class Detector:
             a = _as_array(x, where, self.model_config.input_dim)
             mode, params = self._time_params(where, len(a), fps_l[i], stride_l[i], nf_l[i], dur_l[i])
             windows = cut_windows(a, mode, self.model_config.temporal_scale, self.inference.window_overlap, **params)
+            last = windows[-1].grid.to_seconds(self.model_config.temporal_scale)
+            if not math.isfinite(float(last)):
+                raise ValueError(f"{where}: the time metadata {params} puts the window's seconds out of the float "
+                                 "range")
             plans.append(VideoPlan(windows, dur_l[i], None if id_l[i] is None else str(id_l[i])))
         return plans
 

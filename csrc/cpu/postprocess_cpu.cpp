@@ -347,7 +347,7 @@ void detections_batch(const PT* probs, const MT* masks, const int32_t* valid_len
   const int64_t cap = nms.max_detections;
   parallel_windows(batch, num_threads, [&](int64_t b, Scratch& s) {
     int32_t status = 0;
-    if (!(std::isfinite(scale[b]) && std::isfinite(offset[b]) && scale[b] > 0.0)) {
+    if (!time_map_ok(scale[b], offset[b], p.T)) {
       status = kBadTimeMap;
       s.top.clear();
     } else {

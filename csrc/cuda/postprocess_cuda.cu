@@ -449,9 +449,8 @@ __global__ void __launch_bounds__(kThreads)
                        reinterpret_cast<unsigned long long*>(smem + L.scores),
                        L.column_warps};
   const int V = valid_len[b];
-  const bool time_map_ok =
-      !kDetections || (isfinite(time.scale[b]) && isfinite(time.offset[b]) && time.scale[b] > 0.0);
-  const int bad = check_window(P, M, V, time_map_ok, p);
+  const bool usable_time_map = !kDetections || time_map_ok(time.scale[b], time.offset[b], p.T);
+  const int bad = check_window(P, M, V, usable_time_map, p);
   if (bad != 0) {  // block-uniform
     if (kDetections) {
       write_detection_padding(det_out, b, nms.max_detections, 0, bad);

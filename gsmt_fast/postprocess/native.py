@@ -322,6 +322,16 @@ def window_vector(name: str, value, batch: int, num_snippets: int, device=None):
     return torch.from_numpy(values).to(device)
 
 
+def _check_seconds_finite(scale: np.ndarray, offset: np.ndarray, num_snippets: int) -> None:
+    """The seconds of every window, ``offset + u * scale`` for u in [0, T], must be finite (host time maps)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        bad = np.flatnonzero(~np.isfinite(offset + num_snippets * scale))
+    if len(bad):
+        b = int(bad[0])
+        raise ValueError(f"offset + T * scale = {offset[b]} + {num_snippets} * {scale[b]} is not finite (window {b}): "
+                         "the time map puts the window's seconds out of the float range")
+
+
 def _num_threads(num_threads: int | None) -> int:
     if num_threads is None:
         return 0
@@ -349,7 +359,7 @@ def _raise_for_status(status: np.ndarray, valid_len, num_snippets: int) -> None:
     if code & STATUS_BAD_VALID_LEN:
         raise ValueError(f"valid_len must be in [1, T={num_snippets}], got {v} (window {b})")
     if code & STATUS_BAD_TIME_MAP:
-        raise ValueError(f"scale must be finite and > 0 and offset finite (window {b})")
+        raise ValueError(f"scale must be finite and > 0, offset finite, and offset + T * scale finite (window {b})")
     for bit, message in (
         (STATUS_PROBS_NONFINITE, "probs contain NaN or inf"),
         (STATUS_PROBS_RANGE, "probs must be probabilities in [0, 1]"),
@@ -492,6 +502,8 @@ def window_detections_batch(probs, masks, valid_len=None, scale=1.0, offset=0.0,
     op = _op("window_detections", w.device_type)
     valid, scale, offset = (window_vector(name, value, w.batch, w.num_snippets, w.device)
                             for name, value in (("valid_len", valid_len), ("scale", scale), ("offset", offset)))
+    if w.device is None and w.batch:
+        _check_seconds_finite(scale, offset, w.num_snippets)
     result = op(w, valid, scale, offset, candidate_settings(cfg, validate), nms_settings_of(cfg), threads)
     if check and w.batch:
         check_detections(result, w.probs, w.masks, valid, scale, offset, cfg, validate=validate)
