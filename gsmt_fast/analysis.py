@@ -8,7 +8,10 @@ gsmt_fast) and reports three things. ``gsmt-fast analyze`` writes them to a fold
 **Which detections.** Those on videos of the chosen split whose label is a class of the annotations. Detections
 on videos absent from the annotations are counted and warned about; on videos of another split, counted; with a
 label the annotations do not know, counted and warned about; of a known class without ground truth (GT) in the
-split, counted (they cannot be right). mAP is computed by :func:`gsmt_fast.evaluation.evaluate`, whose matching
+split, counted (they cannot be right). ActionFormer's integer label ids are read as the classes of the same
+``label_id`` when the annotations carry label ids (ActionFormer/OpenTAD JSON); otherwise they are an error.
+
+mAP is computed by :func:`gsmt_fast.evaluation.evaluate`, whose matching
 (:func:`gsmt_fast.evaluation.match_class_predictions`, the official ActivityNet one) also decides the true
 positives below: detections of a class in score order (stable), each takes the highest-tIoU unmatched GT of its
 class and video with tIoU >= the threshold.
@@ -367,13 +370,33 @@ class _Detections:
         return {"results": results}
 
 
+def _label_id_names(annotations, aset: AnnotationSet) -> list[str] | None:
+    """The class names indexed by label id when the annotations carry ActionFormer/OpenTAD ``label_id``s (then
+    ActionFormer's integer labels can be read), else None (integer labels stay an error rather than a guess)."""
+    if isinstance(annotations, AnnotationSet):
+        return None
+    data = annotations
+    if isinstance(annotations, (str, os.PathLike)):
+        import json
+
+        try:
+            data = json.loads(Path(annotations).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+    if not isinstance(data, Mapping) or not isinstance(data.get("database"), Mapping):
+        return None
+    has_ids = any(isinstance(a, Mapping) and "label_id" in a for entry in data["database"].values()
+                  if isinstance(entry, Mapping) for a in entry.get("annotations") or ())
+    return list(aset.classes) if has_ids else None
+
+
 def _load_inputs(results, annotations, split):
     if isinstance(results, (str, os.PathLike)) and not Path(results).is_file():
         raise FileNotFoundError(f"results file not found: {results}")
     aset = annotations if isinstance(annotations, AnnotationSet) else load_annotations(annotations)
     if split is not None and split not in aset.subsets():
         raise ValueError(f"no annotated video has split {split!r}; splits present: {aset.subsets()}")
-    detections = read_results(results)
+    detections = read_results(results, class_names=_label_id_names(annotations, aset))
     return aset, detections
 
 

@@ -281,3 +281,31 @@ def test_cli_errors(tmp_path, capsys):
     assert main(args + ["--results", str(good), "--split", "test"]) == 2
     assert "splits present" in capsys.readouterr().err
     assert not out.exists()  # nothing written on error
+
+
+def test_actionformer_columns_with_label_ids_give_the_same_report():
+    """A peer's results in ActionFormer's column layout with integer label ids (what its evaluation keeps), read
+    through the annotations' label_id, analyse exactly like the same detections in the official format."""
+    ann = _annotations()
+    ids = {"A": 0, "B": 1}
+    for entry in ann["database"].values():
+        for a in entry["annotations"]:
+            a["label_id"] = ids[a["label"]]
+    official = _results(extra=False)
+    columns = {"video-id": [], "t-start": [], "t-end": [], "label": [], "score": []}
+    for vid, records in official["results"].items():
+        for r in records:
+            columns["video-id"].append(vid)
+            columns["t-start"].append(r["segment"][0])
+            columns["t-end"].append(r["segment"][1])
+            columns["label"].append(ids[r["label"]])
+            columns["score"].append(r["score"])
+    from_columns = analyze(columns, ann, split="validation", feat_stride=4, warn=False).to_dict()
+    from_official = analyze(official, ann, split="validation", feat_stride=4, warn=False).to_dict()
+    assert from_columns == from_official
+    # Without label ids in the annotations an integer label is an error, not a guess.
+    with pytest.raises(ValueError, match="class names"):
+        analyze(columns, _annotations(), split="validation")
+    columns["label"][0] = 5
+    with pytest.raises(ValueError, match="label id 5 out of range"):
+        analyze(columns, ann, split="validation")
