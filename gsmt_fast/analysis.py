@@ -819,16 +819,25 @@ def _plot_boundary_error(ax, report: Mapping[str, Any]) -> None:
     def values(stat):
         return np.array([np.nan if r[key] is None or r[key][stat] is None else r[key][stat] for r in rows])
 
-    ax.bar(x - 1.5 * width, values("start_mae"), width, color="#6a3d9a", label="|start error| (mean)")
-    ax.bar(x - 0.5 * width, values("start_mean"), width, color="#cab2d6", label="start error (signed mean; < 0: early)")
-    ax.bar(x + 0.5 * width, values("end_mae"), width, color="#ff7f00", label="|end error| (mean)")
-    ax.bar(x + 1.5 * width, values("end_mean"), width, color="#fdbf6f", label="end error (signed mean; > 0: late)")
+    series = [("start_mae", "#6a3d9a", "|start error| (mean)"),
+              ("start_mean", "#cab2d6", "start error (signed mean; < 0: early)"),
+              ("end_mae", "#ff7f00", "|end error| (mean)"),
+              ("end_mean", "#fdbf6f", "end error (signed mean; > 0: late)")]
+    drawn = []
+    for j, (stat, color, label) in enumerate(series):
+        drawn.append(values(stat))
+        ax.bar(x + (j - 1.5) * width, drawn[-1], width, color=color, label=label)
     ax.axhline(0, color="black", lw=0.8)
+    finite = np.concatenate(drawn)
+    finite = finite[np.isfinite(finite)]
+    low, high = (min(0.0, float(finite.min())), max(0.0, float(finite.max()))) if len(finite) else (0.0, 1.0)
+    span = max(high - low, 1e-9)
+    ax.set_ylim(low - 0.05 * span, high + 0.45 * span)  # headroom for the legend
     ax.set_xticks(x, [f"{r['bucket']}\n{r['range']}\nn={r['true_positives']}" for r in rows], fontsize=7)
     ax.set_xlabel(f"ground-truth length ({report['length_buckets']['unit']})")
     ax.set_ylabel(f"error ({unit})")
     ax.set_title(f"Boundary error of true positives (tIoU ≥ {be['tiou']:g})")
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="upper center", ncol=2)
     ax.grid(axis="y", linestyle=":", alpha=0.6)
 
 
