@@ -309,3 +309,14 @@ def test_actionformer_columns_with_label_ids_give_the_same_report():
     columns["label"][0] = 5
     with pytest.raises(ValueError, match="label id 5 out of range"):
         analyze(columns, ann, split="validation")
+
+
+def test_analyze_help():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "gsmt_fast.cli", "analyze", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0
+    for option in ("--results", "--annotations", "--split", "--tiou", "--error-tiou", "--top-factor",
+                   "--length-buckets", "--ckpt", "--feat-stride", "--temporal-scale", "--snippet-seconds", "--out"):
+        assert option in r.stdout
