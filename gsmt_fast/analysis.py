@@ -69,6 +69,7 @@ instance of another bucket; all other detections stay. The bucket's mAP averages
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import warnings
@@ -136,6 +137,7 @@ class SnippetUnit:
     kind: str
     value: float
     source: str
+    default_fps: float | None = None  # stride: for videos whose annotation has no fps (a grid's default_fps)
 
     def __post_init__(self):
         if self.kind not in ("fixed", "stride", "resize"):
@@ -149,6 +151,7 @@ class SnippetUnit:
             return self.value
         if self.kind == "resize":
             return duration / self.value
+        fps = fps or self.default_fps
         if not fps:
             raise ValueError(f"video {video_id!r} has no fps in the annotations, so a snippet of feat_stride "
                              f"{self.value:g} frames has no duration; pass snippet_seconds (--snippet-seconds)")
@@ -164,10 +167,8 @@ def _unit_from_grid(grid: Mapping[str, Any], temporal_scale: Any, default_fps: A
     convention = grid.get("convention", "stride")
     if convention == "resize":
         return SnippetUnit("resize", float(temporal_scale), source) if temporal_scale else None
-    if default_fps:
-        # A fixed fps for all videos (no per-video fps in the annotations) fixes the snippet duration too.
-        return SnippetUnit("fixed", float(grid.get("feat_stride", 4)) / float(default_fps), source)
-    return SnippetUnit("stride", float(grid.get("feat_stride", 4)), source)
+    return SnippetUnit("stride", float(grid.get("feat_stride", 4)), source,
+                       float(default_fps) if default_fps else None)
 
 
 def snippet_unit_from_checkpoint(path: str | os.PathLike) -> SnippetUnit:
@@ -183,8 +184,6 @@ def snippet_unit_from_checkpoint(path: str | os.PathLike) -> SnippetUnit:
 
 def snippet_unit_from_dataset(annotations: str | os.PathLike) -> SnippetUnit | None:
     """The snippet unit of a ``dataset.json`` in the annotation file's folder that names that file, else None."""
-    import json
-
     annotations = Path(annotations)
     meta_path = annotations.parent / "dataset.json"
     if not meta_path.is_file():
@@ -377,8 +376,6 @@ def _label_id_names(annotations, aset: AnnotationSet) -> list[str] | None:
         return None
     data = annotations
     if isinstance(annotations, (str, os.PathLike)):
-        import json
-
         try:
             data = json.loads(Path(annotations).read_text(encoding="utf-8"))
         except (OSError, ValueError):

@@ -320,3 +320,28 @@ def test_analyze_help():
     for option in ("--results", "--annotations", "--split", "--tiou", "--error-tiou", "--top-factor",
                    "--length-buckets", "--ckpt", "--feat-stride", "--temporal-scale", "--snippet-seconds", "--out"):
         assert option in r.stdout
+
+
+def test_snippet_duration_sources(tmp_path):
+    import gsmt_fast
+    from gsmt_fast.analysis import SnippetUnit, resolve_snippet_unit
+
+    with pytest.raises(ValueError, match="at most one"):
+        resolve_snippet_unit(None, snippet_seconds=0.5, feat_stride=4)
+    model = gsmt_fast.GSMT(gsmt_fast.GSMTConfig.preset("small", num_classes=2, temporal_scale=50, input_dim=8))
+    resized = gsmt_fast.save_checkpoint(model, tmp_path / "r.safetensors", class_names=["A", "B"],
+                                        grid={"convention": "resize"})
+    strided = gsmt_fast.save_checkpoint(model, tmp_path / "s.safetensors", class_names=["A", "B"],
+                                        grid={"convention": "stride", "feat_stride": 8, "default_fps": 20.0})
+    assert resolve_snippet_unit(None, checkpoint=resized) == SnippetUnit("resize", 50.0, f"checkpoint {resized}")
+    unit = resolve_snippet_unit(None, checkpoint=strided)
+    assert unit.seconds(100.0, 10.0, "v") == 0.8  # the video's own fps first
+    assert unit.seconds(100.0, None, "v") == 0.4  # then the grid's default fps
+    with pytest.raises(ValueError, match="no fps"):
+        SnippetUnit("stride", 4.0, "feat_stride").seconds(100.0, None, "v")
+    # Resize: v1 lasts 100 s, so 1 snippet = 2 s; the A true positive starts 1 s early = -0.5 snippets.
+    r = analyze(_results(extra=False), _annotations(), split="validation", checkpoint=resized, warn=False)
+    assert r.length_buckets["unit"] == "coverage"
+    assert r.boundary_error["all"]["snippets"]["start_mae"] == pytest.approx((0.5 + 0.2) / 2)
+    same = analyze(_results(extra=False), _annotations(), split="validation", temporal_scale=50, warn=False)
+    assert same.boundary_error == r.boundary_error
