@@ -50,8 +50,9 @@ side), in seconds and in snippets, by the matched GT's length bucket: count, mea
 A snippet's duration in seconds, per video (the first source given wins; none: snippet columns are null):
 ``snippet_seconds`` (the same for every video); ``feat_stride`` (``feat_stride / fps``, the fps from the
 annotations, for native-stride features); ``temporal_scale`` (``duration / T``, for videos resized to T snippets);
-``checkpoint`` (its grid: ``feat_stride`` with the stride convention, ``temporal_scale`` with resize); otherwise a
-``dataset.json`` beside the annotation file that names it (what ``gsmt-fast synth`` writes), read the same way.
+``checkpoint`` (its grid: ``feat_stride`` with the stride convention, the grid's ``default_fps`` for videos
+without fps; ``temporal_scale`` with resize); otherwise a ``dataset.json`` beside the annotation file that names it
+(what ``gsmt-fast synth`` writes), read the same way.
 
 **3. Average mAP by instance-length bucket**, at ``tiou_thresholds`` (default 0.3:0.1:0.7). Lengths bucket GT
 instances into ``(e_{i-1}, e_i]`` (the first bucket includes 0), five buckets named XS, S, M, L, XL unless custom
