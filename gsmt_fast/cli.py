@@ -1,4 +1,4 @@
-"""``gsmt-fast`` command line: synth, train, detect, eval, plot, demo, bench."""
+"""``gsmt-fast`` command line: synth, train, detect, eval, analyze, plot, demo, bench."""
 
 from __future__ import annotations
 
@@ -93,6 +93,30 @@ def cmd_eval(a) -> int:
     return 0
 
 
+def cmd_analyze(a) -> int:
+    import warnings
+
+    from .analysis import analyze, require_matplotlib
+
+    if not a.no_plot:
+        try:
+            require_matplotlib()
+        except ImportError as e:
+            raise ValueError(str(e)) from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the report lists what was ignored; printed once below
+        report = analyze(a.results, a.annotations, split=a.split, tiou_thresholds=a.tiou, error_tiou=a.error_tiou,
+                         top_factor=a.top_factor, length_buckets=a.length_buckets,
+                         snippet_seconds=a.snippet_seconds, feat_stride=a.feat_stride,
+                         temporal_scale=a.temporal_scale, checkpoint=a.ckpt, warn=False)
+    for message in report.warnings:
+        print(f"gsmt-fast analyze: warning: {message}", file=sys.stderr)
+    written = report.write(a.out, plots=not a.no_plot)
+    print(report.format_summary())
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
 def cmd_plot(a) -> int:
     from .plot import plot_timeline
 
@@ -144,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     p = argparse.ArgumentParser(prog="gsmt-fast", description="GSMT temporal action localization: synthesize data, "
-                                "train, detect, evaluate, plot, benchmark.")
+                                "train, detect, evaluate, analyze errors, plot, benchmark.")
     p.add_argument("--version", action="version", version=f"gsmt_fast {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -190,6 +214,34 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tiou", default="0.3:0.1:0.7", help="tIoU thresholds: start:step:stop or a comma list")
     e.add_argument("--per-class", action="store_true", help="also print per-class AP")
     e.set_defaults(fn=cmd_eval)
+
+    an = sub.add_parser("analyze", help="error diagnosis of a results JSON (ours or a peer's): false-positive "
+                        "breakdown, boundary error, mAP by instance length; writes a JSON report and PNGs",
+                        description="Error diagnosis after DETAD (Alwassel et al., ECCV 2018) of any results JSON "
+                        "against ActivityNet-style annotations. OUT receives analysis.json and analysis.png (plus "
+                        "one PNG per plot); a summary is printed. Rules: gsmt_fast.analysis and docs/ANALYSIS.md.")
+    an.add_argument("--results", required=True, help="results JSON (official ActivityNet, OpenTAD or ActionFormer)")
+    an.add_argument("--annotations", required=True, help="annotation file (ActivityNet, ActionFormer/OpenTAD, BMN)")
+    an.add_argument("--split", default=None, help="subset to analyse (e.g. validation, test); default: all videos")
+    an.add_argument("--out", required=True, help="output folder (analysis.json, analysis.png, one PNG per plot)")
+    an.add_argument("--tiou", default="0.3:0.1:0.7",
+                    help="tIoU thresholds of the mAP overall and by length: start:step:stop or a comma list")
+    an.add_argument("--error-tiou", type=float, default=0.5,
+                    help="tIoU of the false-positive breakdown and of the true positives whose boundaries are measured")
+    an.add_argument("--top-factor", type=int, default=10,
+                    help="analyse the top N x G detections of each class (G: its ground-truth instances)")
+    an.add_argument("--length-buckets", default="auto",
+                    help="auto | snippets | seconds | coverage, optionally with edges, e.g. snippets:4,8,16,32 "
+                         "(defaults: snippets 4,8,16,32; seconds 3,6,12,18; coverage 0.2,0.4,0.6,0.8)")
+    unit = an.add_argument_group("snippet duration (at most one; default: the dataset.json beside --annotations, "
+                                 "if any; without one, errors are in seconds only)")
+    unit = unit.add_mutually_exclusive_group()
+    unit.add_argument("--ckpt", help="checkpoint whose grid gives it (feat_stride / fps, or duration / T)")
+    unit.add_argument("--feat-stride", type=float, help="frames per snippet step; divided by each video's fps")
+    unit.add_argument("--temporal-scale", type=int, help="T of videos resized to T snippets: duration / T")
+    unit.add_argument("--snippet-seconds", type=float, help="one duration for every video, in seconds")
+    an.add_argument("--no-plot", action="store_true", help="write only analysis.json (no matplotlib needed)")
+    an.set_defaults(fn=cmd_analyze)
 
     pl = sub.add_parser("plot", help="timeline PNG of ground truth and top detections of one video")
     pl.add_argument("--results", required=True)

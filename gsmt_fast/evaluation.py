@@ -196,6 +196,22 @@ def load_ground_truth(ground_truth, subset: str | None = None) -> dict[str, list
     return videos
 
 
+def ground_truth_by_class(
+    gt_videos: Mapping[str, Sequence[tuple[float, float, str]]],
+) -> dict[str, dict[str, np.ndarray]]:
+    """``{class (sorted by name): {video_id: (G, 2) segments in annotation order}}`` from :func:`load_ground_truth`'s
+    ``{video_id: [(start, end, label)]}``; a video appears under a class only when it has GT of that class."""
+    class_names = sorted({label for video_gt in gt_videos.values() for _, _, label in video_gt})
+    gt_by_class: dict[str, dict[str, np.ndarray]] = {name: {} for name in class_names}
+    for video_id, video_gt in gt_videos.items():
+        per_class: dict[str, list[tuple[float, float]]] = {}
+        for start, end, label in video_gt:
+            per_class.setdefault(label, []).append((start, end))
+        for label, segments in per_class.items():
+            gt_by_class[label][video_id] = np.array(segments, dtype=np.float64).reshape(-1, 2)
+    return gt_by_class
+
+
 def interpolated_average_precision(precision: np.ndarray, recall: np.ndarray) -> float:
     """All-point interpolated AP (the official ``interpolated_prec_rec``)."""
     envelope = np.concatenate([[0.0], precision, [0.0]])
@@ -206,33 +222,34 @@ def interpolated_average_precision(precision: np.ndarray, recall: np.ndarray) ->
     return float(np.sum((recall_points[steps] - recall_points[steps - 1]) * envelope[steps]))
 
 
-def average_precision_for_class(
+def match_class_predictions(
     gt_by_video: Mapping[str, np.ndarray],
     predictions: Sequence[tuple[str, float, float, float]],
     thresholds: Sequence[float],
-) -> np.ndarray:
-    """AP of one class at each threshold.
+) -> tuple[np.ndarray, np.ndarray]:
+    """The official greedy matching of one class's predictions to its GT, at each threshold (module docstring).
 
     Args:
         gt_by_video: ``{video_id: (G, 2) segments}`` of this class (videos without GT of the class may be absent).
         predictions: ``(video_id, start, end, score)`` in input order (the sort below is stable).
         thresholds: normalised tIoU thresholds.
+
+    Returns:
+        ``order``: prediction indices in processing order (score descending, ties in input order);
+        ``matched``: ``(len(thresholds), len(predictions))`` int64, for prediction ``i`` at threshold ``k`` the
+        index (into ``gt_by_video[video]``) of the GT it matched, or -1 for a false positive.
     """
-    num_gt = sum(len(segments) for segments in gt_by_video.values())
-    ap = np.zeros(len(thresholds), dtype=np.float64)
-    if not predictions or num_gt == 0:
-        return ap
+    matched = np.full((len(thresholds), len(predictions)), -1, dtype=np.int64)
+    if not predictions:
+        return np.zeros(0, dtype=np.int64), matched
     scores = np.array([p[3] for p in predictions], dtype=np.float64)
     order = np.argsort(-scores, kind="stable")  # negation is exact, so ties keep the input order
     # locked[video][k, g]: GT g of that video is already matched at threshold k
     locked = {video: np.zeros((len(thresholds), len(segments)), dtype=bool) for video, segments in gt_by_video.items()}
-    true_positive = np.zeros((len(thresholds), len(predictions)), dtype=np.float64)
-    false_positive = np.zeros((len(thresholds), len(predictions)), dtype=np.float64)
-    for rank, index in enumerate(order):
+    for index in order:
         video_id, start, end, _ = predictions[index]
         segments = gt_by_video.get(video_id)
         if segments is None or len(segments) == 0:
-            false_positive[:, rank] = 1
             continue
         iou = segment_iou(np.array([start, end]), segments)
         by_iou = np.argsort(-iou, kind="stable")
@@ -243,10 +260,24 @@ def average_precision_for_class(
                 if locked[video_id][k, gt_index]:
                     continue
                 locked[video_id][k, gt_index] = True
-                true_positive[k, rank] = 1
+                matched[k, index] = gt_index
                 break
-            if not true_positive[k, rank]:
-                false_positive[k, rank] = 1
+    return order, matched
+
+
+def average_precision_for_class(
+    gt_by_video: Mapping[str, np.ndarray],
+    predictions: Sequence[tuple[str, float, float, float]],
+    thresholds: Sequence[float],
+) -> np.ndarray:
+    """AP of one class at each threshold (arguments as :func:`match_class_predictions`)."""
+    num_gt = sum(len(segments) for segments in gt_by_video.values())
+    ap = np.zeros(len(thresholds), dtype=np.float64)
+    if not predictions or num_gt == 0:
+        return ap
+    order, matched = match_class_predictions(gt_by_video, predictions, thresholds)
+    true_positive = (matched[:, order] >= 0).astype(np.float64)
+    false_positive = 1.0 - true_positive
     tp_cumulative = np.cumsum(true_positive, axis=1)
     fp_cumulative = np.cumsum(false_positive, axis=1)
     recall = tp_cumulative / num_gt
@@ -277,14 +308,8 @@ def evaluate(
     gt_videos = load_ground_truth(ground_truth, subset)
     results = read_results(predictions)
 
-    class_names = sorted({label for video_gt in gt_videos.values() for _, _, label in video_gt})
-    gt_by_class: dict[str, dict[str, np.ndarray]] = {name: {} for name in class_names}
-    for video_id, video_gt in gt_videos.items():
-        per_class: dict[str, list[tuple[float, float]]] = {}
-        for start, end, label in video_gt:
-            per_class.setdefault(label, []).append((start, end))
-        for label, segments in per_class.items():
-            gt_by_class[label][video_id] = np.array(segments, dtype=np.float64).reshape(-1, 2)
+    gt_by_class = ground_truth_by_class(gt_videos)
+    class_names = list(gt_by_class)
 
     predictions_by_class: dict[str, list[tuple[str, float, float, float]]] = {name: [] for name in class_names}
     unknown_labels: Counter[str] = Counter()
@@ -331,8 +356,10 @@ __all__ = [
     "parse_thresholds",
     "normalize_thresholds",
     "load_ground_truth",
+    "ground_truth_by_class",
     "interpolated_average_precision",
     "average_precision_for_class",
+    "match_class_predictions",
     "THUMOS_THRESHOLDS",
     "ANET_THRESHOLDS",
 ]

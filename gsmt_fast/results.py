@@ -13,7 +13,7 @@ Written format::
 
 Readable variants: the official format; OpenTAD's (``results`` only, no ``version``/``external_data``); the
 column layout ActionFormer keeps in memory (``{"video-id": [...], "t-start": [...], "t-end": [...],
-"label": [...], "score": [...]}``, labels as class names).
+"label": [...], "score": [...]}``, labels as class names, or as integer label ids given the class names).
 """
 
 from __future__ import annotations
@@ -107,7 +107,9 @@ def write_results(
     atomic_write_json(path, document)
 
 
-def _results_from_columns(data: Mapping[str, Any], source: str) -> dict[str, list[dict[str, Any]]]:
+def _results_from_columns(
+    data: Mapping[str, Any], source: str, class_names: Sequence[str] | None = None
+) -> dict[str, list[dict[str, Any]]]:
     columns = {name: list(np.asarray(data[name]).tolist()) for name in _ACTIONFORMER_COLUMNS}
     lengths = {name: len(values) for name, values in columns.items()}
     if len(set(lengths.values())) != 1:
@@ -119,21 +121,29 @@ def _results_from_columns(data: Mapping[str, Any], source: str) -> dict[str, lis
             "score": columns["score"][i],
             "segment": [columns["t-start"][i], columns["t-end"][i]],
         }
+        label = record["label"]
+        if class_names is not None and isinstance(label, int) and not isinstance(label, bool):
+            if not 0 <= label < len(class_names):
+                raise ValueError(f"{source}: label id {label} out of range for {len(class_names)} class names")
+            record["label"] = str(class_names[label])
         if not isinstance(record["label"], str):
             raise ValueError(
                 f"{source}: ActionFormer-style labels must be class names to be read as results, "
-                f"got {record['label']!r} (map label ids to names first)"
+                f"got {record['label']!r} (map label ids to names first, or pass class_names)"
             )
         results.setdefault(str(video_id), []).append(record)
     return _clean_results(results, source)
 
 
-def read_results(path_or_dict: str | os.PathLike | Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
+def read_results(
+    path_or_dict: str | os.PathLike | Mapping[str, Any], class_names: Sequence[str] | None = None
+) -> dict[str, list[dict[str, Any]]]:
     """Read a results JSON (file path or already-parsed dict) into ``{video_id: [{"label", "score", "segment"}]}``.
 
     Accepts the official format, OpenTAD's variant without ``version``/``external_data``, and ActionFormer's
     column layout. Video ids come back without ``v_``; records keep their order; every record is validated
-    (class-name label, finite score, finite ``[start, end]`` with ``start <= end``).
+    (class-name label, finite score, finite ``[start, end]`` with ``start <= end``). ActionFormer keeps integer
+    label ids in its columns: with ``class_names`` (indexed by label id) they are mapped to names.
     """
     if isinstance(path_or_dict, Mapping):
         data, source = path_or_dict, "results"
@@ -151,7 +161,7 @@ def read_results(path_or_dict: str | os.PathLike | Mapping[str, Any]) -> dict[st
     if "results" in data:
         return _clean_results(data["results"], source)
     if all(name in data for name in _ACTIONFORMER_COLUMNS):
-        return _results_from_columns(data, source)
+        return _results_from_columns(data, source, class_names)
     raise ValueError(
         f"{source}: not a results file: expected a 'results' key (official ActivityNet / OpenTAD format) or the "
         f"ActionFormer columns {list(_ACTIONFORMER_COLUMNS)}; found keys {sorted(map(str, data))[:10]}"
