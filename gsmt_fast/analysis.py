@@ -82,7 +82,6 @@ from typing import Any
 
 import numpy as np
 
-from ._io import atomic_path, atomic_write_json
 from .data.annotations import AnnotationSet, load_annotations
 from .evaluation import (
     THUMOS_THRESHOLDS,
@@ -92,7 +91,8 @@ from .evaluation import (
     match_class_predictions,
     normalize_thresholds,
 )
-from .postprocess.nms import segment_iou
+from .files import atomic_path, atomic_write_json
+from .postprocess.reference import segment_iou
 from .results import read_results
 
 REPORT_FORMAT = "gsmt_fast.analysis/1"

@@ -82,7 +82,7 @@ def test_detections_never_crash_on_any_time_map(batch, scale, offset):
     except ValueError:
         return
     assert len(valid) == 0 or (np.isfinite(scale) and scale > 0 and np.isfinite(offset))
-    for (segments, scores, labels), n in zip(out.as_list(), out.count.tolist()):
+    for (segments, scores, _labels), n in zip(out.as_list(), out.count.tolist()):
         assert len(segments) == n <= cfg.max_detections
         assert (segments[:, 0] <= segments[:, 1]).all() and np.isfinite(segments).all()
         assert ((scores > 0) & (scores <= 1)).all()
