@@ -117,6 +117,8 @@ def bench_detection(assets: dict, ranks_list: list[int], args, work: Path) -> li
         base += ["--device", args.device] if args.device != "cuda" else []
     rows, merged = [], {}
     configs = [(f"torchrun x{n}", n, None) for n in ranks_list]
+    if 1 in ranks_list and any(n > 1 for n in ranks_list):  # the same per-process threads as the N-rank run
+        configs.insert(ranks_list.index(1) + 1, ("torchrun x1", 1, 1))
     if args.plain:
         configs = [("plain", None, None), ("plain", None, 1)] + configs
     for rep in range(args.reps):
@@ -165,7 +167,8 @@ def bench_training(assets: dict, ranks_list: list[int], args, work: Path) -> lis
             epochs = json.loads((out / "metrics.json").read_text())["epochs"]
             threads = "1" if threads == 1 else ("1 per rank" if n and n > 1 else "all")
             rows.append({"what": "train", "run": name, "rep": rep + 1, "threads": threads,
-                         "epoch_s": epochs[1]["train_seconds"], "wall_s": wall, "loss": epochs[1]["loss_total"]})
+                         "epoch_s": epochs[1]["train_seconds"], "wall_s": wall,
+                         "loss": f"{epochs[1]['loss_total']:.6f}"})
             print(f"train {name} ({threads} threads) rep {rep + 1}: epoch 2 {epochs[1]['train_seconds']:.2f} s, "
                   f"command {wall:.1f} s, "
                   f"loss {epochs[1]['loss_total']:.5f}", flush=True)
@@ -179,8 +182,8 @@ def write_markdown(path: Path, env: dict, args, det_rows: list[dict], train_rows
             f"`python bench/bench_distributed.py {' '.join(sys.argv[1:])}` — {lscpu_model()}, ISA: {cpu_isa()}, "
             f"{env['cpu_count']} CPUs"
             + (f", GPU {env['device_name']}" if (args.device or "cpu").startswith("cuda") else "")
-            + f"; torch {env['torch']}, python {env['python']}; load average (1 min) at start "
-            f"{env['loadavg_1m']:.2f}.\n")
+            + f"; torch {env['torch']}, python {env['python']}; load average (1 min) {env['loadavg_1m']:.2f} at "
+            f"start, {env['loadavg_1m_end']:.2f} at the end (other work on the machine).\n")
     text = head
     if det_rows:
         text += (f"\nDetection: {args.videos} thumos-like videos ({windows}), random-init `synthetic_thumos.yaml` "
@@ -233,6 +236,7 @@ def main(argv=None) -> int:
         print(f"assets in {time.perf_counter() - t0:.1f} s: {len(lengths)} videos, {windows}", flush=True)
         det_rows = bench_detection(assets, ranks_list, args, work)
         train_rows = [] if args.no_train or not args.train_videos else bench_training(assets, ranks_list, args, work)
+    env["loadavg_1m_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     if args.results_md != "none":
         write_markdown(Path(args.results_md), env, args, det_rows, train_rows, windows)
         print(f"appended to {args.results_md}")

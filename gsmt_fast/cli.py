@@ -212,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=cmd_synth)
 
-    t = sub.add_parser("train", help="train a GSMT model from a YAML config")
+    t = sub.add_parser("train", help="train a GSMT model from a YAML config (under torchrun: DDP, see "
+                       "docs/SCALING.md)")
     t.add_argument("--config", required=True, help="YAML config (see configs/)")
     t.add_argument("--data", help="dataset root (with dataset.json, e.g. from `gsmt-fast synth`)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. train.epochs=5")
