@@ -227,8 +227,8 @@ bench_kernels() {
 # RESULTS_DIR/RESULTS_distributed.md and distributed.json. One GPU here; on a node with N GPUs set SHARDED_RANKS=1,N
 # to time the scale-out. The torch backend: within 40 s there is no time for Triton to compile another model's kernels.
 sharded_detect() {
-  local device="cuda" videos=512
-  if [ "$DRY_RUN" = 1 ]; then device="cpu"; videos=24; fi
+  local device="cuda" videos=256
+  if [ "$DRY_RUN" = 1 ]; then device="cpu"; videos=12; fi
   "$PY" bench/bench_distributed.py --device "$device" --ranks "${SHARDED_RANKS:-1}" --no-train --no-plain \
     --backend torch \
     --videos "$videos" --chunk-size 128 --results-md "$RESULTS_DIR/RESULTS_distributed.md" \

@@ -135,9 +135,10 @@ def cmd_detect_sharded(a) -> int:
         distributed.shutdown(world)
     what = "shard" if not torchrun else "rank"
     n_videos = len(report.processed_videos)
-    rate = f" ({n_videos / report.seconds:.1f} videos/s)" if n_videos and report.seconds > 0 else ""
+    rate = f", {n_videos / report.detect_seconds:.1f} videos/s" if n_videos and report.detect_seconds > 0 else ""
     print(f"{what} {world.rank}/{world.world_size}: detected {len(report.processed_chunks)} chunks ({n_videos} "
-          f"videos) in {report.seconds:.2f} s{rate}; {report.skipped_chunks} chunks were already done")
+          f"videos) in {report.seconds:.2f} s ({report.detect_seconds:.2f} s loading and detecting{rate}); "
+          f"{report.skipped_chunks} chunks were already done")
     if report.merged:
         print(f"{len(ids)} videos, {report.num_detections} detections in {report.num_chunks} chunks -> {a.out}")
         if a.annotations:

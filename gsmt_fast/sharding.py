@@ -388,11 +388,12 @@ class ShardedDetectionReport:
     world_size: int
     processed_chunks: list[int]
     processed_videos: list[str]
-    skipped_chunks: int
+    skipped_chunks: int  # already done at the start: of this shard's share (--shard), of the whole job (torchrun)
     num_chunks: int
-    seconds: float
+    seconds: float  # the whole run: planning, detection, part files, merge
+    detect_seconds: float  # loading features and Detector.detect calls only
     merged: bool
-    remaining_chunks: int
+    remaining_chunks: int  # unfinished chunks seen by the merging check (shards still running or not yet run)
     num_detections: int | None = None
 
 
@@ -450,6 +451,7 @@ def run_sharded_detection(detector, video_ids: Sequence[str], load: Callable[[st
 
     kill = _kill_after()
     processed_videos: list[str] = []
+    detect_seconds = 0.0
     with PartWriter(part_path(parts_dir, world.rank, world.world_size), job) as writer:
         if writer.discarded_bytes:
             log(f"rank {world.rank}: discarded {writer.discarded_bytes} bytes of an interrupted write in "
@@ -464,9 +466,11 @@ def run_sharded_detection(detector, video_ids: Sequence[str], load: Callable[[st
         for count, k in enumerate(mine, start=1):
             positions = chunks[k].positions
             ids = [video_ids[p] for p in positions]
+            t_detect = time.perf_counter()
             results = detector.detect([load(v) for v in ids], fps=[fps_l[p] for p in positions],
                                       duration=[dur_l[p] for p in positions], feat_stride=feat_stride,
                                       num_frames=num_frames, video_id=ids)
+            detect_seconds += time.perf_counter() - t_detect
             writer.append(k, ids, results_to_json(results)["results"])
             processed_videos += ids
             if bar is not None:
@@ -478,7 +482,7 @@ def run_sharded_detection(detector, video_ids: Sequence[str], load: Callable[[st
 
     barrier(world)
     report = ShardedDetectionReport(world.rank, world.world_size, list(mine), processed_videos, skipped,
-                                    len(chunks), 0.0, merged=False, remaining_chunks=0)
+                                    len(chunks), 0.0, detect_seconds, merged=False, remaining_chunks=0)
     if static_shards or world.rank == 0:
         done = read_completed(parts_dir, job, chunks, video_ids)
         report.remaining_chunks = len(chunks) - len(done)
