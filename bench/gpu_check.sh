@@ -21,6 +21,7 @@ Steps (each logged to RESULTS_DIR/<step>.log, with its own timeout; total under 
   bench_postprocess bench/bench_postprocess.py (CUDA post-processing throughput)
   bench_kernels     bench/kernels/bench_*.py: each Triton kernel vs eager PyTorch and torch.compile
   bench             bench/run.py --device cuda (Detector.detect from host features, torch and triton backends)
+  sharded_detect    bench/bench_distributed.py: `torchrun -m gsmt_fast.cli detect` with one rank per GPU (40 s)
 Then RESULTS_DIR/summary.txt with PASS/FAIL/TIMEOUT/SKIP per step and the engine's GPU targets (bench/gpu_targets.py:
 MET / NOT MET / NOT MEASURED from the JSON the steps wrote); exit status 1 if any step failed.
 
@@ -38,7 +39,8 @@ Options:
               the others are reported as SKIP
   -h, --help  this text
 
-Environment: PYTHON (interpreter to use), BENCH_ARGS (extra arguments for bench/run.py),
+Environment: PYTHON (interpreter to use), BENCH_ARGS (extra arguments for bench/run.py), SHARDED_RANKS (rank
+             counts of the sharded_detect step, default 1),
              GPU_CHECK_LIMIT_S (overall limit in seconds, default 500; 400 with --dry-run).
 EOF
 }
@@ -232,8 +234,22 @@ bench_kernels() {
   return "$rc"
 }
 
+# --- sharded detection (issue 16, docs/SCALING.md) ------------------------------------------------------------------
+# torchrun with one rank per GPU over a synthetic archive; the detection throughput lands in
+# RESULTS_DIR/RESULTS_distributed.md and distributed.json. One GPU here; on a node with N GPUs set SHARDED_RANKS=1,N
+# to time the scale-out. The torch backend: within 40 s there is no time for Triton to compile another model's kernels.
+sharded_detect() {
+  local device="cuda" videos=256
+  if [ "$DRY_RUN" = 1 ]; then device="cpu"; videos=12; fi
+  "$PY" bench/bench_distributed.py --device "$device" --ranks "${SHARDED_RANKS:-1}" --no-train --no-plain \
+    --backend torch \
+    --videos "$videos" --chunk-size 128 --results-md "$RESULTS_DIR/RESULTS_distributed.md" \
+    --json "$RESULTS_DIR/distributed.json"
+}
+
 export PY DRY_RUN RESULTS_DIR BENCH_ARGS="${BENCH_ARGS:-}"
 export -f env_info build import_check pytest_gpu bench bench_postprocess bench_triton accuracy bench_kernels
+export -f sharded_detect
 echo "gpu_check: repo $REPO, results $RESULTS_DIR, python $PY, dry-run $DRY_RUN, limit ${LIMIT_S} s"
 step env 30 env_info
 if [ "$BUILD" = 1 ]; then step build 170 build; else skip build "--no-build"; fi
@@ -245,6 +261,7 @@ if [ -f bench/bench_postprocess.py ]; then step bench_postprocess 50 bench_postp
 else skip bench_postprocess "bench/bench_postprocess.py not present"; fi
 step bench_kernels 130 bench_kernels
 step bench 120 bench
+step sharded_detect 40 sharded_detect
 
 TOTAL=$(( $(date +%s) - START ))
 {

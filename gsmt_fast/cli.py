@@ -32,8 +32,9 @@ def cmd_train(a) -> int:
     return 0
 
 
-def _video_inputs(a, meta_input_mode: str):
-    """(video ids, feature arrays, per-video time kwargs) from --features and optionally --annotations."""
+def _video_sources(a, meta_input_mode: str):
+    """(video ids, FeatureStore, per-video time kwargs) from --features and optionally --annotations; reads no
+    features."""
     from .data.annotations import canonical_video_id, detect_kwargs, load_annotations
     from .data.features import FeatureStore
 
@@ -48,24 +49,41 @@ def _video_inputs(a, meta_input_mode: str):
             kw["fps"] = a.fps
         if a.duration is not None:
             kw["duration"] = a.duration
-        return ids, [store.load(v) for v in ids], kw
+        return ids, store, kw
     if len(feats) == 1 and feats[0].is_dir():
         store = FeatureStore(feats)
         ids = store.video_ids()
-        arrays = [store.load(v) for v in ids]
     else:
         store = FeatureStore([f.parent for f in feats])
         ids = [canonical_video_id(f.stem) for f in feats]
-        arrays = [store.load(v) for v in ids]
     if meta_input_mode == "resize" and a.duration is None:
         raise SystemExit("error: this checkpoint uses resize mode: pass --duration or --annotations")
-    return ids, arrays, {"fps": a.fps, "duration": a.duration}
+    return ids, store, {"fps": a.fps, "duration": a.duration}
+
+
+def _video_inputs(a, meta_input_mode: str):
+    """(video ids, feature arrays, per-video time kwargs) from --features and optionally --annotations."""
+    ids, store, kw = _video_sources(a, meta_input_mode)
+    return ids, [store.load(v) for v in ids], kw
+
+
+def _print_evaluation(a, predictions) -> None:
+    """The mAP table of ``predictions`` (results dict or file) against --annotations / --split."""
+    from .evaluation import evaluate, parse_thresholds
+
+    r = evaluate(a.annotations, predictions, tiou_thresholds=parse_thresholds(a.tiou), subset=a.split)
+    print(r.format_table())
 
 
 def cmd_detect(a) -> int:
     from .detector import Detector, results_to_json
+    from .distributed import launched_by_torchrun
     from .results import write_results
 
+    if a.shard is not None or launched_by_torchrun():
+        return cmd_detect_sharded(a)
+    if a.chunk_size is not None or a.parts is not None:
+        raise ValueError("--chunk-size and --parts apply to sharded detection: add --shard i/n or run under torchrun")
     det = Detector(a.ckpt, backend=a.backend, device=a.device, precision=a.precision, batch_size=a.batch_size)
     ids, arrays, time_kw = _video_inputs(a, det.input_mode)
     t0 = time.perf_counter()
@@ -78,10 +96,56 @@ def cmd_detect(a) -> int:
     print(f"{len(ids)} videos, {n_det} detections in {elapsed:.2f} s ({len(ids) / elapsed:.1f} videos/s, "
           f"backend {det.backend.name}) -> {a.out}")
     if a.annotations:
-        from .evaluation import evaluate, parse_thresholds
+        _print_evaluation(a, payload)
+    return 0
 
-        r = evaluate(a.annotations, payload, tiou_thresholds=parse_thresholds(a.tiou), subset=a.split)
-        print(r.format_table())
+
+def cmd_detect_sharded(a) -> int:
+    """``detect`` split over torchrun's ranks or as shard ``--shard i/n``, resumable (see gsmt_fast.sharding)."""
+    from . import distributed
+    from .detector import Detector
+    from .sharding import detector_identity, parse_shard, run_sharded_detection
+
+    torchrun = distributed.launched_by_torchrun()
+    if torchrun and a.shard is not None:
+        raise ValueError("--shard i/n and torchrun are two ways to split the videos: use one of them")
+    if a.chunk_size is not None and a.chunk_size < 1:
+        raise ValueError(f"--chunk-size must be >= 1, got {a.chunk_size}")
+    if torchrun:
+        # Detection exchanges only its plan and a final barrier: Gloo on every device.
+        world = distributed.init_from_env(backend="gloo")
+    else:
+        index, count = parse_shard(a.shard)
+        world = distributed.WorldInfo(rank=index, world_size=count)
+    try:
+        device = a.device
+        if device is None and torchrun:
+            import torch
+
+            if torch.cuda.is_available():  # one GPU per local rank (shared round-robin when ranks outnumber GPUs)
+                device = f"cuda:{world.local_rank % torch.cuda.device_count()}"
+        det = Detector(a.ckpt, backend=a.backend, device=device, precision=a.precision, batch_size=a.batch_size)
+        ids, store, time_kw = _video_sources(a, det.input_mode)
+        report = run_sharded_detection(det, ids, store.load, store.num_snippets, a.out, world=world,
+                                       static_shards=not torchrun, feat_stride=a.feat_stride,
+                                       num_frames=a.num_frames, chunk_size=a.chunk_size, parts_dir=a.parts,
+                                       identity=detector_identity(det, a.ckpt),
+                                       progress=not a.quiet and world.is_main, **time_kw)
+    finally:
+        distributed.shutdown(world)
+    what = "shard" if not torchrun else "rank"
+    n_videos = len(report.processed_videos)
+    rate = f", {n_videos / report.detect_seconds:.1f} videos/s" if n_videos and report.detect_seconds > 0 else ""
+    print(f"{what} {world.rank}/{world.world_size}: detected {len(report.processed_chunks)} chunks ({n_videos} "
+          f"videos) in {report.seconds:.2f} s ({report.detect_seconds:.2f} s loading and detecting{rate}); "
+          f"{report.skipped_chunks} chunks were already done")
+    if report.merged:
+        print(f"{len(ids)} videos, {report.num_detections} detections in {report.num_chunks} chunks -> {a.out}")
+        if a.annotations:
+            _print_evaluation(a, a.out)
+    elif not torchrun:
+        print(f"{report.remaining_chunks} of {report.num_chunks} chunks belong to shards still running or not yet "
+              f"run; the last shard to finish writes {a.out}")
     return 0
 
 
@@ -180,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=cmd_synth)
 
-    t = sub.add_parser("train", help="train a GSMT model from a YAML config")
+    t = sub.add_parser("train", help="train a GSMT model from a YAML config (under torchrun: DDP, see "
+                       "docs/SCALING.md)")
     t.add_argument("--config", required=True, help="YAML config (see configs/)")
     t.add_argument("--data", help="dataset root (with dataset.json, e.g. from `gsmt-fast synth`)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. train.epochs=5")
@@ -204,6 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "native bf16, else fp32; triton: fp16). Training-time validation uses fp32")
     d.add_argument("--batch-size", type=int, default=64, help="windows per forward pass")
     d.add_argument("--quiet", action="store_true")
+    g = d.add_argument_group("sharded, resumable detection (also automatic under torchrun; see docs/SCALING.md)")
+    g.add_argument("--shard", metavar="I/N", help="run shard I of N (0-based; e.g. a cluster array task): its "
+                   "videos go to a part file, the last shard to finish writes --out; a rerun skips finished videos")
+    g.add_argument("--chunk-size", type=int, default=None, metavar="VIDEOS",
+                   help="videos per unit of work and of resume (default: N/64 clamped to 8…256)")
+    g.add_argument("--parts", default=None, metavar="DIR", help="folder of the part files (default: OUT.parts)")
     _add_time_args(d)
     d.set_defaults(fn=cmd_detect)
 

@@ -5,6 +5,13 @@ Outputs in ``OUT``: ``config.yaml`` (the resolved config), ``metrics.json`` (eve
 mAP), ``last.safetensors`` + ``train_state.pt`` (resume point), ``best.safetensors`` (best validation average mAP),
 ``val_results.json`` (detections of the best epoch). Every file is written atomically.
 
+Distributed (``torchrun --nproc-per-node N -m gsmt_fast.cli train ...``; see docs/SCALING.md): DistributedDataParallel
+over Gloo. ``train.batch_size`` stays the global batch: every step takes the same windows as single-process training
+(the same per-epoch permutation), each rank ``batch_size / N`` of them. Each rank's loss terms are weighted by its
+share of the global batch's valid snippets (classification) and action snippets (mask), so the averaged gradients
+are the single-process gradients up to float summation order, and the logged losses are the global batch's.
+Validation and every file are rank 0's; the other ranks wait for it at their next collective.
+
 Validation uses exactly the inference path (:class:`gsmt_fast.Detector`, ``backend="auto"``, ``precision="fp32"``)
 and the evaluator, so ``gsmt-fast detect --precision fp32`` + ``gsmt-fast eval`` on ``best.safetensors`` reproduce
 the logged validation mAP exactly (the CPU default, bf16 where the CPU has it, moves it by < 0.005).
@@ -24,6 +31,7 @@ import numpy as np
 import torch
 import yaml
 
+from . import distributed
 from .checkpoint import save_checkpoint
 from .config import GSMTConfig, InferenceConfig, LossConfig
 from .data.annotations import detect_kwargs
@@ -143,13 +151,57 @@ def validate(model: GSMT, aset, store, spec, class_names, inference: InferenceCo
     return evaluate(gt, results, tiou_thresholds=thresholds, subset=spec.val_split, warn=False), results
 
 
+class _LogitsForward(torch.nn.Module):
+    """``model.forward_logits`` as a module's ``forward``, for DistributedDataParallel to wrap (DDP synchronises
+    gradients of what runs through its own ``forward``)."""
+
+    def __init__(self, model: GSMT):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, valid_len: torch.Tensor):
+        return self.model.forward_logits(x, valid_len)
+
+
+def _distributed_step(forward, criterion, data: WindowDataset, step_windows: torch.Tensor, world, per_rank: int):
+    """One rank's part of a global batch: (loss to backpropagate, the global batch's loss terms as floats).
+
+    Each term of GSMTLoss is a mean: the classification terms over the batch's valid snippets, the mask terms over
+    its action snippets. Weighting this rank's means by its share of the global counts (times the world size, which
+    DDP's gradient averaging divides out) makes the averaged gradient the global batch's. A rank left without
+    windows by a short last batch still runs one window with weight 0, so that DDP's collectives see every rank."""
+    mine = step_windows[world.rank * per_rank:(world.rank + 1) * per_rank]
+    empty = len(mine) == 0
+    b = data.batch(step_windows[:1] if empty else mine)
+    cls_logits, mask_logits = forward(b["features"], b["valid_len"])
+    terms = criterion(cls_logits, mask_logits, {"cls": b["cls"], "mask": b["mask"], "action": b["action"]}, b["valid"])
+    counts = torch.tensor([0.0, 0.0] if empty else [float(b["valid"].sum()), float(b["action"].sum())],
+                          dtype=torch.float64)
+    local_valid, local_action = counts.tolist()
+    global_valid, global_action = distributed.all_reduce_sum(world, counts).tolist()
+    w_cls = local_valid / max(global_valid, 1.0)
+    w_mask = local_action / max(global_action, 1.0)
+    names = [k for k in terms if k != "total"]
+    weighted = torch.stack([terms[k].detach() * (w_cls if k == "cls" else w_mask) for k in names]).double()
+    global_terms = dict(zip(names, distributed.all_reduce_sum(world, weighted).tolist()))
+    global_terms["total"] = global_terms["cls"] + global_terms["mask"]
+    loss = world.world_size * (terms["cls"] * w_cls + terms["mask"] * w_mask)
+    return loss, global_terms
+
+
 def train(cfg: dict, out_dir: str | Path, data_root: str | Path | None = None, resume: bool = False,
           progress: bool = True, log=print) -> dict:
-    """Train per ``cfg`` (see :data:`DEFAULTS`); returns the final metrics dict (also in ``OUT/metrics.json``)."""
+    """Train per ``cfg`` (see :data:`DEFAULTS`); returns the final metrics dict (also in ``OUT/metrics.json``).
+
+    Under torchrun this process is one rank of a DDP run (see the module docstring); ranks other than 0 log
+    nothing, write nothing and return their training losses without validation."""
     from tqdm import tqdm
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    world = distributed.init_from_env(device="cpu")  # training runs on the CPU: Gloo
+    if not world.is_main:
+        log, progress = (lambda *a, **k: None), False
     tcfg = cfg["train"]
     if tcfg.get("num_threads"):
         torch.set_num_threads(int(tcfg["num_threads"]))
@@ -163,7 +215,8 @@ def train(cfg: dict, out_dir: str | Path, data_root: str | Path | None = None, r
     inference = InferenceConfig(**cfg["inference"])
     loss_cfg = LossConfig(**cfg["loss"])
     thresholds = parse_thresholds(cfg["eval"]["tiou_thresholds"])
-    atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
+    if world.is_main:
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
 
     data = WindowDataset(train_videos, store, class_names, spec.input_mode, spec.grid, mcfg.temporal_scale,
                          float(tcfg["window_overlap"]), skip_empty=bool(tcfg["skip_empty_windows"]))
@@ -171,6 +224,7 @@ def train(cfg: dict, out_dir: str | Path, data_root: str | Path | None = None, r
     criterion = GSMTLoss(loss_cfg)
     opt = make_optimizer(model, tcfg)
     bs = int(tcfg["batch_size"])
+    per_rank = distributed.per_rank_batch(bs, world.world_size)
     steps_per_epoch = math.ceil(len(data) / bs)
     sched = make_scheduler(opt, tcfg, steps_per_epoch)
     ckpt_kwargs = dict(class_names=class_names, inference=inference, grid=spec.grid, input_mode=spec.input_mode)
@@ -178,6 +232,10 @@ def train(cfg: dict, out_dir: str | Path, data_root: str | Path | None = None, r
     history: list[dict] = []
     best = {"epoch": -1, "average_mAP": -1.0}
     start_epoch = 0
+    if world.world_size > 1:
+        # Distinct dropout streams per rank (the model's initial weights, drawn above, are the same on every rank),
+        # reproducible for a given world size.
+        torch.manual_seed(int(cfg["seed"]) + 7919 * (world.rank + 1))
     if resume and (out / "train_state.pt").is_file():
         from safetensors.torch import load_file
 
@@ -185,7 +243,14 @@ def train(cfg: dict, out_dir: str | Path, data_root: str | Path | None = None, r
         model.load_state_dict(load_file(str(out / "last.safetensors")))
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
+        per_rank_rng = state.get("torch_rng_per_rank")
+        if world.world_size == 1:
+            torch.set_rng_state(state["torch_rng"])
+        elif per_rank_rng is not None and len(per_rank_rng) == world.world_size:
+            torch.set_rng_state(per_rank_rng[world.rank])
+        else:
+            log(f"resuming on {world.world_size} ranks a run saved on {len(per_rank_rng or [0])}: dropout draws a "
+                "fresh per-rank stream (everything else continues exactly)")
         start_epoch = int(state["epoch"]) + 1
         metrics = json.loads((out / "metrics.json").read_text())
         history, best = metrics["epochs"], metrics["best"]
@@ -193,8 +258,14 @@ def train(cfg: dict, out_dir: str | Path, data_root: str | Path | None = None, r
     elif resume:
         log(f"--resume: no train_state.pt in {out}; starting from scratch")
 
+    forward = model.forward_logits
+    if world.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(_LogitsForward(model))
     log(f"training {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params on {len(data)} windows "
-        f"({len(train_videos)} videos), {tcfg['epochs']} epochs")
+        f"({len(train_videos)} videos), {tcfg['epochs']} epochs"
+        + (f", {world.world_size} ranks x {per_rank} windows per step" if world.world_size > 1 else ""))
     for epoch in range(start_epoch, int(tcfg["epochs"])):
         t0 = time.time()
         model.train()
@@ -203,23 +274,32 @@ def train(cfg: dict, out_dir: str | Path, data_root: str | Path | None = None, r
         steps = range(steps_per_epoch)
         bar = tqdm(steps, desc=f"epoch {epoch + 1}/{tcfg['epochs']}", leave=False, disable=not progress)
         for step in bar:
-            b = data.batch(order[step * bs:(step + 1) * bs])
-            cls_logits, mask_logits = model.forward_logits(b["features"], b["valid_len"])
-            terms = criterion(cls_logits, mask_logits, {"cls": b["cls"], "mask": b["mask"], "action": b["action"]},
-                              b["valid"])
+            step_windows = order[step * bs:(step + 1) * bs]
+            if world.world_size > 1:
+                loss, step_terms = _distributed_step(forward, criterion, data, step_windows, world, per_rank)
+            else:
+                b = data.batch(step_windows)
+                cls_logits, mask_logits = forward(b["features"], b["valid_len"])
+                terms = criterion(cls_logits, mask_logits,
+                                  {"cls": b["cls"], "mask": b["mask"], "action": b["action"]}, b["valid"])
+                loss, step_terms = terms["total"], {k: float(v.detach()) for k, v in terms.items()}
             opt.zero_grad(set_to_none=True)
-            terms["total"].backward()
+            loss.backward()
             if tcfg.get("grad_clip"):
                 torch.nn.utils.clip_grad_norm_(model.parameters(), float(tcfg["grad_clip"]))
             opt.step()
             sched.step()
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            for k, v in step_terms.items():
+                sums[k] = sums.get(k, 0.0) + v
             bar.set_postfix(loss=f"{sums['total'] / (step + 1):.4f}")
         record: dict[str, Any] = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"],
                                   "train_seconds": round(time.time() - t0, 3)}
         record.update({f"loss_{k}": v / steps_per_epoch for k, v in sums.items()})
         last_epoch = epoch + 1 == int(tcfg["epochs"])
+        rng_per_rank = distributed.gather_objects(world, torch.get_rng_state()) if world.world_size > 1 else None
+        if not world.is_main:
+            history.append(record)
+            continue
         if (epoch + 1) % int(cfg["eval"].get("every", 1)) == 0 or last_epoch:
             ev, results = validate(model, aset, store, spec, class_names, inference, thresholds)
             record["val_mAP"] = {f"{t:g}": float(m) for t, m in zip(ev.tiou_thresholds, ev.mAP)}
@@ -232,14 +312,18 @@ def train(cfg: dict, out_dir: str | Path, data_root: str | Path | None = None, r
         save_checkpoint(model, out / "last.safetensors", extra={"epoch": epoch + 1}, **ckpt_kwargs)
         state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch,
                  "torch_rng": torch.get_rng_state()}
+        if rng_per_rank is not None:
+            state["torch_rng_per_rank"] = rng_per_rank
         with atomic_path(out / "train_state.pt") as tmp:
             torch.save(state, tmp)
         metrics = {"epochs": history, "best": best, "val_split": spec.val_split,
-                   "tiou_thresholds": [float(t) for t in thresholds]}
+                   "tiou_thresholds": [float(t) for t in thresholds], "world_size": world.world_size}
         atomic_write_json(out / "metrics.json", metrics)
         loss_txt = " ".join(f"{k[5:]}={v:.4f}" for k, v in record.items() if k.startswith("loss_"))
         val_txt = f" val_avg_mAP={record['val_average_mAP']:.4f}" if "val_average_mAP" in record else ""
         log(f"epoch {epoch + 1:3d}/{tcfg['epochs']} {loss_txt}{val_txt} ({record['train_seconds']:.1f}s)")
     log(f"best validation average mAP {best['average_mAP']:.4f} at epoch {best['epoch']}; "
         f"checkpoint {out / 'best.safetensors'}")
+    distributed.barrier(world)  # the run ends when rank 0 has written its files
+    distributed.shutdown(world)
     return {"epochs": history, "best": best}

@@ -58,6 +58,12 @@ class _FolderRoot:
             raise ValueError(f"several feature files for video {vid!r} in {self.path}: {[p.name for p in paths]}")
         return read_feature_file(paths[0])
 
+    def num_snippets(self, vid: str) -> int:
+        paths = self.files[vid]
+        if len(paths) == 1 and paths[0].suffix.lower() == ".npy":
+            return npy_shape(paths[0])[0]
+        return len(self.load(vid))
+
     def describe(self, vid: str) -> str:
         return str(self.files[vid][0])
 
@@ -84,6 +90,15 @@ class _HDF5Root:
             if not isinstance(item, h5py.Dataset):
                 raise ValueError(f"{self.path}: {keys[0]!r} is a group, expected a (T, d) dataset")
             return np.asarray(item[()])
+
+    def num_snippets(self, vid: str) -> int:
+        keys = self.keys[vid]
+        if len(keys) > 1:
+            return len(self.load(vid))  # raises the ambiguity error
+        h5py = _import_h5py()
+        with h5py.File(self.path, "r") as f:
+            item = f[keys[0]]
+            return int(item.shape[0]) if isinstance(item, h5py.Dataset) and item.ndim >= 1 else len(self.load(vid))
 
     def describe(self, vid: str) -> str:
         return f"{self.path}[{self.keys[vid][0]}]"
@@ -156,6 +171,18 @@ class FeatureStore:
             raise ValueError(f"video {video_id!r}: feature streams have different lengths ({sources})")
         return np.concatenate([p[:shortest] for p in parts], axis=1)
 
+    def num_snippets(self, video_id: str) -> int:
+        """Number of snippets :meth:`load` returns for a video, read from the file headers where the format has
+        them (``.npy``, HDF5) so that planning work over a large archive does not read its features; other formats
+        are loaded. Several roots: the shortest stream (what :meth:`load` keeps)."""
+        vid = canonical_video_id(video_id)
+        counts = []
+        for root in self.roots:
+            if vid not in root.ids:
+                raise KeyError(f"no features for video {video_id!r} in {root.path}")
+            counts.append(root.num_snippets(vid))
+        return min(counts)
+
 
 def _validated(array: np.ndarray, source: str, dtype: np.dtype) -> np.ndarray:
     array = np.asarray(array)
@@ -168,6 +195,23 @@ def _validated(array: np.ndarray, source: str, dtype: np.dtype) -> np.ndarray:
         bad = int((~np.isfinite(array)).any(axis=1).sum())
         raise ValueError(f"{source}: features contain NaN or inf ({bad} of {array.shape[0]} snippets)")
     return array
+
+
+def npy_shape(path: str | os.PathLike) -> tuple[int, ...]:
+    """Shape of the array in a ``.npy`` file, from its header only."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, _ = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _, _ = np.lib.format.read_array_header_2_0(f)
+            else:  # newer header versions: let NumPy parse it, mapping (not reading) the data
+                shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"{path}: cannot read the .npy header ({e})") from e
+    return tuple(int(n) for n in shape)
 
 
 def read_feature_file(path: str | os.PathLike) -> np.ndarray:
@@ -264,4 +308,4 @@ def _write_hdf5(path: Path, features, key: str | None) -> None:
                 f.create_dataset(name, data=array)
 
 
-__all__ = ["FeatureStore", "read_feature_file", "write_features", "FEATURE_EXTENSIONS", "HDF5_EXTENSIONS"]
+__all__ = ["FeatureStore", "read_feature_file", "npy_shape", "write_features", "FEATURE_EXTENSIONS", "HDF5_EXTENSIONS"]
