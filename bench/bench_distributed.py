@@ -16,8 +16,8 @@ identical to the 1-rank one. Training: ``gsmt-fast train`` on a thumos-like trai
 
 torchrun gives each of N > 1 ranks one intra-op thread (OMP_NUM_THREADS=1); a single process uses all cores, and is
 also timed with one thread, so that the rank count and the thread count are not confused (on a shared, loaded
-machine two OpenMP threads can be several times slower than one). Rows are appended to ``--results-md`` (default
-bench/RESULTS_distributed.md) with the CPU model and ISA, date, commit, load.
+machine two OpenMP threads can be several times slower than one). The rows, with the CPU model and ISA, date,
+commit and load, are printed and appended to ``--results-md`` when given.
 
     python bench/bench_distributed.py                      # CPU: detection 1 vs 2 ranks, training 1 vs 2 ranks
     python bench/bench_distributed.py --device cuda --ranks 1 --no-train --backend torch --chunk-size 128  # 1 GPU
@@ -224,7 +224,8 @@ def main(argv=None) -> int:
     p.add_argument("--chunk-size", type=int, default=None, help="videos per chunk (default: detect's)")
     p.add_argument("--reps", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--results-md", default=str(BENCH / "RESULTS_distributed.md"), help="'none' to skip")
+    p.add_argument("--results-md", default="none",
+                   help="markdown file to append the rows to (default: none; bench/RESULTS.md keeps a summary)")
     p.add_argument("--json", default=None, help="also write the rows and environment as JSON here")
     args = p.parse_args(argv)
     ranks_list = [int(x) for x in args.ranks.split(",") if x.strip()]
