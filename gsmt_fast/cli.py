@@ -1,4 +1,11 @@
-"""``gsmt-fast`` command line: synth, train, detect, eval, analyze, plot, demo, bench."""
+"""``gsmt-fast`` command line: synth, train, detect, eval, analyze, plot, demo, bench.
+
+Errors a user can cause (bad arguments, missing or unreadable files, an unwritable output, a corrupt checkpoint)
+end as one line ``gsmt-fast <cmd>: error: ...`` with exit status 2 when found before the command starts its work
+(inputs and outputs are checked first), 1 when the work itself fails; nothing partial is left. Progress bars go
+to a terminal only: with standard error redirected (a log file, a cluster job) they are off, and ``train`` logs one
+line per epoch.
+"""
 
 from __future__ import annotations
 
@@ -16,19 +23,37 @@ def _add_time_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--duration", type=float, help="video duration in seconds (resize mode; clamps window mode)")
 
 
+def _progress(a) -> bool:
+    """Progress bars only on a terminal (a redirected stream would get one carriage-return frame per update)."""
+    return not getattr(a, "quiet", False) and sys.stderr.isatty()
+
+
+def _start_work(a) -> None:
+    """Inputs and outputs are checked: from here on a failure is a failure of the work (exit status 1)."""
+    a.work_started = True
+
+
 def cmd_synth(a) -> int:
     from .data.synthetic import generate
+    from .files import check_output_path
 
-    path = generate(a.profile, a.out, seed=a.seed, num_videos=a.videos, progress=not a.quiet)
+    if a.videos is not None and a.videos < 1:
+        raise ValueError(f"--videos must be >= 1, got {a.videos}")
+    check_output_path(a.out, "folder")
+    _start_work(a)
+    path = generate(a.profile, a.out, seed=a.seed, num_videos=a.videos, progress=_progress(a))
     print(f"wrote the {a.profile} benchmark to {path}")
     return 0
 
 
 def cmd_train(a) -> int:
+    from .files import check_output_path
     from .train import load_config, train
 
     cfg = load_config(a.config, a.set or [])
-    train(cfg, a.out, data_root=a.data, resume=a.resume, progress=not a.quiet)
+    check_output_path(a.out, "folder")
+    _start_work(a)
+    train(cfg, a.out, data_root=a.data, resume=a.resume, progress=_progress(a))
     return 0
 
 
@@ -39,6 +64,9 @@ def _video_sources(a, meta_input_mode: str):
     from .data.features import FeatureStore
 
     feats = [Path(f) for f in a.features]
+    for f in feats:
+        if not f.exists():
+            raise FileNotFoundError(f"--features {f}: no such file or folder")
     if a.annotations:
         aset = load_annotations(a.annotations)
         videos = aset.subset(a.split) if a.split else list(aset.videos.values())
@@ -57,7 +85,7 @@ def _video_sources(a, meta_input_mode: str):
         store = FeatureStore([f.parent for f in feats])
         ids = [canonical_video_id(f.stem) for f in feats]
     if meta_input_mode == "resize" and a.duration is None:
-        raise SystemExit("error: this checkpoint uses resize mode: pass --duration or --annotations")
+        raise ValueError("this checkpoint uses resize mode: pass --duration or --annotations")
     return ids, store, {"fps": a.fps, "duration": a.duration}
 
 
@@ -82,13 +110,22 @@ def cmd_detect(a) -> int:
 
     if a.shard is not None or launched_by_torchrun():
         return cmd_detect_sharded(a)
+    from .evaluation import parse_thresholds
+    from .files import check_output_path
+
     if a.chunk_size is not None or a.parts is not None:
         raise ValueError("--chunk-size and --parts apply to sharded detection: add --shard i/n or run under torchrun")
+    if a.annotations:
+        parse_thresholds(a.tiou)
+    check_output_path(a.out)
     det = Detector(a.ckpt, backend=a.backend, device=a.device, precision=a.precision, batch_size=a.batch_size)
     ids, arrays, time_kw = _video_inputs(a, det.input_mode)
+    plans = det.plan(arrays, video_id=ids, feat_stride=a.feat_stride, num_frames=a.num_frames, **time_kw)
+    del plans  # every video's features and time metadata are valid: the work can start
+    _start_work(a)
     t0 = time.perf_counter()
     results = det.detect(arrays, video_id=ids, feat_stride=a.feat_stride, num_frames=a.num_frames,
-                         progress=not a.quiet, **time_kw)
+                         progress=_progress(a), **time_kw)
     elapsed = time.perf_counter() - t0
     payload = results_to_json(results)
     write_results(a.out, payload["results"])
@@ -130,7 +167,7 @@ def cmd_detect_sharded(a) -> int:
                                        static_shards=not torchrun, feat_stride=a.feat_stride,
                                        num_frames=a.num_frames, chunk_size=a.chunk_size, parts_dir=a.parts,
                                        identity=detector_identity(det, a.ckpt),
-                                       progress=not a.quiet and world.is_main, **time_kw)
+                                       progress=_progress(a) and world.is_main, **time_kw)
     finally:
         distributed.shutdown(world)
     what = "shard" if not torchrun else "rank"
@@ -152,6 +189,8 @@ def cmd_detect_sharded(a) -> int:
 def cmd_eval(a) -> int:
     from .evaluation import evaluate, parse_thresholds
 
+    if Path(a.results).is_dir():
+        raise ValueError(f"--results {a.results} is a folder; give the results JSON file")
     r = evaluate(a.annotations, a.results, tiou_thresholds=parse_thresholds(a.tiou), subset=a.split)
     print(r.format_table(per_class=a.per_class))
     return 0
@@ -161,12 +200,14 @@ def cmd_analyze(a) -> int:
     import warnings
 
     from .analysis import analyze, require_matplotlib
+    from .files import check_output_path
 
     if not a.no_plot:
         try:
             require_matplotlib()
         except ImportError as e:
             raise ValueError(str(e)) from None
+    check_output_path(a.out, "folder")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the report lists what was ignored; printed once below
         report = analyze(a.results, a.annotations, split=a.split, tiou_thresholds=a.tiou, error_tiou=a.error_tiou,
@@ -182,8 +223,10 @@ def cmd_analyze(a) -> int:
 
 
 def cmd_plot(a) -> int:
+    from .files import check_output_path
     from .plot import plot_timeline
 
+    check_output_path(a.out)
     path = plot_timeline(a.results, a.annotations, a.video, a.out, top_k=a.top_k)
     print(f"wrote {path}")
     return 0
@@ -339,11 +382,14 @@ def main(argv=None) -> int:
     if argv[:1] == ["bench"]:
         return cmd_bench(argv[1:])
     args = build_parser().parse_args(argv)
+    args.work_started = False
     try:
         return args.fn(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"gsmt-fast {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except (ValueError, TypeError, KeyError, OSError, RuntimeError, ImportError) as e:
+        # Expected failures (see the module docstring); anything else is a bug and keeps its traceback.
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"gsmt-fast {args.command}: error: {message}", file=sys.stderr)
+        return 1 if args.work_started else 2
 
 
 if __name__ == "__main__":

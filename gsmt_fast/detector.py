@@ -182,6 +182,13 @@ class Detector:
 
     @staticmethod
     def _make_backend(name: str, model: GSMT, device, precision):
+        if device is not None:
+            import torch
+
+            kind = torch.device(device).type  # a malformed device string raises torch's RuntimeError here
+            if kind == "cuda" and not torch.cuda.is_available():
+                raise RuntimeError(f"device {str(device)!r} was asked for, but this PyTorch sees no CUDA device "
+                                   "(torch.cuda.is_available() is False); use device='cpu'")
         if name == "auto":
             name = default_backend(device)
         if name == "reference":

@@ -52,6 +52,30 @@ def atomic_path(path: str | os.PathLike):
         raise
 
 
+def check_output_path(path: str | os.PathLike, kind: str = "file") -> Path:
+    """Check, before any work, that ``path`` can be written as a ``kind`` ("file" or "folder"): not an existing
+    entry of the other kind, no file in the way among its parents, and the nearest existing folder writable (a
+    probe file is created and removed there). Raises ValueError naming the problem."""
+    path = Path(path)
+    if kind == "file" and path.is_dir():
+        raise ValueError(f"{path} is a folder; give a file name")
+    if kind == "folder" and path.exists() and not path.is_dir():
+        raise ValueError(f"{path} exists and is not a folder")
+    parent = path if kind == "folder" else path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"cannot write {path}: {parent} is a file, not a folder")
+    folder = path if kind == "folder" and path.is_dir() else parent
+    try:  # a real probe: permissions, read-only file systems and quotas all show here, for any user
+        fd, probe = tempfile.mkstemp(prefix=".gsmt-write-check.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise ValueError(f"cannot write {path}: {folder} is not writable ({error.strerror})") from None
+    return path
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(data)

@@ -64,15 +64,85 @@ def deep_update(base: dict, new: dict) -> dict:
     return out
 
 
+# The keys each config section accepts: the defaults above, the dataclasses' fields, and the data spec's keys.
+DATA_KEYS = ("root", "annotations", "features", "train_split", "val_split", "input_mode", "grid", "temporal_scale")
+
+
+def _section_keys(section: str) -> tuple[str, ...] | None:
+    """The keys ``section`` accepts (None: the section is a scalar, e.g. ``seed``)."""
+    import dataclasses
+
+    if section == "model":
+        return ("preset", *(f.name for f in dataclasses.fields(GSMTConfig)))
+    if section == "inference":
+        return tuple(f.name for f in dataclasses.fields(InferenceConfig))
+    if section == "data":
+        return DATA_KEYS
+    default = DEFAULTS[section]
+    return tuple(default) if isinstance(default, dict) else None
+
+
 def set_by_path(cfg: dict, dotted: str, value: str) -> None:
-    """Apply one ``--set key.sub=value`` override; the value is parsed as YAML (numbers, lists, booleans)."""
+    """Apply one ``--set key.sub=value`` override; the value is parsed as YAML (numbers, lists, booleans). Unknown
+    keys are an error that lists the valid ones (a misspelt key must not silently train with the default)."""
     keys = dotted.split(".")
-    node = cfg
-    for k in keys[:-1]:
-        node = node.setdefault(k, {})
-        if not isinstance(node, dict):
-            raise ValueError(f"--set {dotted}: {k} is not a section")
+    if keys[0] not in DEFAULTS:
+        raise ValueError(f"--set {dotted}: unknown section {keys[0]!r}; valid: {sorted(DEFAULTS)}")
+    valid = _section_keys(keys[0])
+    if (valid is None and len(keys) > 1) or (valid is not None and len(keys) != 2):
+        form = f"{keys[0]}=VALUE" if valid is None else f"{keys[0]}.KEY=VALUE with KEY one of {sorted(valid)}"
+        raise ValueError(f"--set {dotted}: expected {form}")
+    if valid is not None and keys[1] not in valid:
+        raise ValueError(f"--set {dotted}: unknown key {keys[1]!r} in section {keys[0]!r}; valid: {sorted(valid)}")
+    node = cfg if valid is None else cfg.setdefault(keys[0], {})
     node[keys[-1]] = yaml.safe_load(value)
+
+
+def _check_number(where: str, value, kind: type, low=None, high=None, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+        raise ValueError(f"{where} must be {'a number' if kind is float else 'an integer'}, got {value!r}")
+    if value != value or (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError(f"{where} must be in [{low}, {'inf' if high is None else high}], got {value!r}")
+
+
+def validate_config(cfg: dict) -> None:
+    """Check a whole training config before anything is written or trained: known sections and keys, and each
+    value's type and range (the model, loss and inference sections through their dataclasses)."""
+    unknown = set(cfg) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown config section(s) {sorted(unknown)}; valid: {sorted(DEFAULTS)}")
+    for section in DEFAULTS:
+        valid = _section_keys(section)
+        if valid is None:
+            continue
+        if not isinstance(cfg.get(section), dict):
+            raise ValueError(f"config section {section!r} must be a mapping, got {cfg.get(section)!r}")
+        extra = set(cfg[section]) - set(valid)
+        if extra:
+            raise ValueError(f"unknown key(s) {sorted(extra)} in config section {section!r}; valid: {sorted(valid)}")
+    _check_number("seed", cfg["seed"], int, 0)
+    t = cfg["train"]
+    _check_number("train.epochs", t["epochs"], int, 1, 100_000)
+    _check_number("train.batch_size", t["batch_size"], int, 1, 1_000_000)
+    for key in ("lr", "weight_decay", "momentum", "warmup_epochs", "grad_clip"):
+        _check_number(f"train.{key}", t[key], float, 0.0, None, allow_none=key == "grad_clip")
+    _check_number("train.window_overlap", t["window_overlap"], float, 0.0, 0.99)
+    _check_number("train.num_threads", t["num_threads"], int, 1, 4096, allow_none=True)
+    if str(t["optimizer"]).lower() not in ("adamw", "sgd"):
+        raise ValueError(f"train.optimizer must be 'adamw' or 'sgd', got {t['optimizer']!r}")
+    if t["scheduler"] not in ("cosine", "constant"):
+        raise ValueError(f"train.scheduler must be 'cosine' or 'constant', got {t['scheduler']!r}")
+    if not isinstance(t["skip_empty_windows"], bool):
+        raise ValueError(f"train.skip_empty_windows must be true or false, got {t['skip_empty_windows']!r}")
+    _check_number("eval.every", cfg["eval"]["every"], int, 1)
+    parse_thresholds(str(cfg["eval"]["tiou_thresholds"]))
+    model = dict(cfg["model"])
+    preset = model.pop("preset", "small")
+    GSMTConfig.preset(preset, **{"num_classes": 1, "input_dim": 1, **model})  # types and ranges; K, d_in: the data's
+    LossConfig(**cfg["loss"])
+    InferenceConfig(**cfg["inference"])
 
 
 def load_config(path: str | Path | None, overrides: list[str] | tuple = ()) -> dict:
@@ -91,6 +161,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple = ()) -> d
             raise ValueError(f"--set expects key=value, got {item!r}")
         k, v = item.split("=", 1)
         set_by_path(cfg, k.strip(), v)
+    validate_config(cfg)
     return cfg
 
 
@@ -197,8 +268,7 @@ def train(cfg: dict, out_dir: str | Path, data_root: str | Path | None = None, r
     nothing, write nothing and return their training losses without validation."""
     from tqdm import tqdm
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out_dir)  # created with its first file, once the data and the model are set up
     world = distributed.init_from_env(device="cpu")  # training runs on the CPU: Gloo
     if not world.is_main:
         log, progress = (lambda *a, **k: None), False
@@ -215,8 +285,6 @@ def train(cfg: dict, out_dir: str | Path, data_root: str | Path | None = None, r
     inference = InferenceConfig(**cfg["inference"])
     loss_cfg = LossConfig(**cfg["loss"])
     thresholds = parse_thresholds(cfg["eval"]["tiou_thresholds"])
-    if world.is_main:
-        atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
 
     data = WindowDataset(train_videos, store, class_names, spec.input_mode, spec.grid, mcfg.temporal_scale,
                          float(tcfg["window_overlap"]), skip_empty=bool(tcfg["skip_empty_windows"]))
@@ -227,6 +295,8 @@ def train(cfg: dict, out_dir: str | Path, data_root: str | Path | None = None, r
     per_rank = distributed.per_rank_batch(bs, world.world_size)
     steps_per_epoch = math.ceil(len(data) / bs)
     sched = make_scheduler(opt, tcfg, steps_per_epoch)
+    if world.is_main:
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
     ckpt_kwargs = dict(class_names=class_names, inference=inference, grid=spec.grid, input_mode=spec.input_mode)
 
     history: list[dict] = []
@@ -237,12 +307,19 @@ def train(cfg: dict, out_dir: str | Path, data_root: str | Path | None = None, r
         # reproducible for a given world size.
         torch.manual_seed(int(cfg["seed"]) + 7919 * (world.rank + 1))
     if resume and (out / "train_state.pt").is_file():
-        from safetensors.torch import load_file
+        from .checkpoint import read_checkpoint
 
-        state = torch.load(out / "train_state.pt", map_location="cpu", weights_only=True)
-        model.load_state_dict(load_file(str(out / "last.safetensors")))
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+        tensors, last_meta = read_checkpoint(out / "last.safetensors")  # clear errors for a damaged file
+        if last_meta.model != mcfg:
+            raise ValueError(f"--resume: {out / 'last.safetensors'} holds a different model ({last_meta.model}) than "
+                             f"this config builds ({mcfg}); use a new --out or the original config")
+        try:
+            state = torch.load(out / "train_state.pt", map_location="cpu", weights_only=True)
+            model.load_state_dict(tensors)
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+        except Exception as error:  # noqa: BLE001 - torch raises several types for damaged or foreign files
+            raise ValueError(f"--resume: {out / 'train_state.pt'} is damaged or from another run: {error}") from error
         per_rank_rng = state.get("torch_rng_per_rank")
         if world.world_size == 1:
             torch.set_rng_state(state["torch_rng"])
