@@ -214,8 +214,9 @@ class Detector:
         """Input mode and grid parameters of one video: ``resize`` when the checkpoint is a resize model and a
         duration is given, or when only a duration is given; otherwise ``window`` (needs fps, from the call or the
         checkpoint's ``grid.default_fps``). Every value must be a finite number > 0. In window mode ``duration``
-        only clamps the detections, so it must reach the centre of the last snippet: a shorter one means that the
-        time metadata and the features disagree, and clamping would collapse the late detections."""
+        only clamps the detections, so it must reach the first frame of the last snippet (a feature extractor may
+        pad the last clip past the end of the video, never start one after it): a shorter one means that the time
+        metadata and the features disagree, and clamping would collapse the late detections."""
         fps, feat_stride, num_frames, duration = (_positive_time(name, value, where) for name, value in
                                                   (("fps", fps), ("feat_stride", feat_stride),
                                                    ("num_frames", num_frames), ("duration", duration)))
@@ -229,11 +230,11 @@ class Detector:
         grid = self.grid_config
         feat_stride = feat_stride if feat_stride is not None else float(grid.feat_stride)
         num_frames = num_frames if num_frames is not None else float(grid.num_frames)
-        last_centre = ((num_snippets - 1) * feat_stride + num_frames / 2.0) / fps
-        if duration is not None and duration < last_centre:
-            raise ValueError(f"{where}: duration {duration:g} s is shorter than its features: {num_snippets} snippets "
-                             f"at fps {fps:g}, feat_stride {feat_stride:g}, num_frames {num_frames:g} reach "
-                             f"{last_centre:g} s (check fps/feat_stride or the duration)")
+        last_start = (num_snippets - 1) * feat_stride / fps
+        if duration is not None and duration < last_start:
+            raise ValueError(f"{where}: duration {duration:g} s is shorter than its features: the last of "
+                             f"{num_snippets} snippets at fps {fps:g}, feat_stride {feat_stride:g} starts at "
+                             f"{last_start:g} s (check fps/feat_stride or the duration)")
         return "window", {"fps": fps, "duration": duration, "feat_stride": feat_stride, "num_frames": num_frames}
 
     def plan(self, features, fps=None, feat_stride=None, num_frames=None, duration=None,

@@ -91,9 +91,11 @@ def test_inputs_numpy_torch_list_and_resize(tiny_ckpt, tmp_path):
     json.dumps(payload)
     rec = many[0].to_records()[0]
     assert set(rec) >= {"label", "score", "segment"} and rec["label"] in "abc"
-    # Duration clamps in window mode.
-    c = det.detect(x, fps=25.0, duration=3.0)
-    assert (c.segments <= 3.0).all() and (c.segments >= 0).all()
+    # Duration clamps in window mode: the last of the 50 snippets covers frames 196..211, i.e. up to 8.48 s.
+    c = det.detect(x, fps=25.0, duration=8.0)
+    assert (c.segments <= 8.0).all() and (c.segments >= 0).all() and c.segments.max() == 8.0
+    with pytest.raises(ValueError, match="shorter than its features"):  # metadata that contradicts the features
+        det.detect(x, fps=25.0, duration=3.0)
 
 
 def test_resize_mode_checkpoint(tmp_path):
