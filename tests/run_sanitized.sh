@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds gsmt_fast._C with AddressSanitizer + UndefinedBehaviorSanitizer (the CPU code; GSMT_WITH_CUDA=OFF) into
 # build/sanitize/ -- a wheel, unpacked into build/sanitize/site, so the editable install in .venv stays untouched --
-# and runs the native post-processing tests against that copy.
+# and runs the native post-processing tests and their property-based fuzzing against that copy.
 #
 #   tests/run_sanitized.sh [extra pytest arguments]      (PYTHON=... to use another interpreter)
 #
@@ -41,7 +41,7 @@ assert gsmt_fast._C.__file__.startswith(site), gsmt_fast._C.__file__
 print(f"sanitized extension: {gsmt_fast._C.__file__}", flush=True)
 import pytest  # noqa: E402
 
-tests = ["tests/test_postprocess_native.py", "tests/test_soft_nms_native.py"]
+tests = ["tests/test_postprocess_native.py", "tests/test_soft_nms_native.py", "tests/test_fuzz_native.py"]
 sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "-m", "not gpu", *tests, *sys.argv[2:]]))
 PY
 end=$(date +%s)

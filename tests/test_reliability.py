@@ -235,3 +235,18 @@ def test_a_batch_that_runs_out_of_device_memory_is_split_and_retried(tiny_ckpt):
     det.backend.run_windows = lambda windows, final, cfg: limited(windows, final, cfg, limit=0)
     with pytest.raises(RuntimeError, match="one window of T=16 snippets does not fit"):
         det.detect(videos[0], fps=30)
+
+
+def test_one_detector_shared_by_eight_threads_gives_the_serial_results(tiny_ckpt):
+    from concurrent.futures import ThreadPoolExecutor
+
+    det = gsmt_fast.Detector(tiny_ckpt, backend="torch", precision="fp32")
+    rng = np.random.default_rng(7)
+    videos = [rng.standard_normal((int(n), 8)).astype(np.float32) for n in rng.integers(5, 60, size=32)]
+    serial = [det.detect(v, fps=30.0) for v in videos]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        threaded = list(pool.map(lambda v: det.detect(v, fps=30.0), videos))
+    for a, b in zip(serial, threaded):
+        np.testing.assert_array_equal(a.segments, b.segments)
+        np.testing.assert_array_equal(a.scores, b.scores)
+        np.testing.assert_array_equal(a.labels, b.labels)
