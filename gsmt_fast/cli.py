@@ -47,10 +47,13 @@ def cmd_synth(a) -> int:
 
 
 def cmd_train(a) -> int:
+    from .distributed import per_rank_batch, torchrun_env
     from .files import check_output_path
     from .train import load_config, train
 
     cfg = load_config(a.config, a.set or [])
+    env = torchrun_env()
+    per_rank_batch(int(cfg["train"]["batch_size"]), env[1] if env else 1)  # the global batch must split evenly
     check_output_path(a.out, "folder")
     _start_work(a)
     train(cfg, a.out, data_root=a.data, resume=a.resume, progress=_progress(a))
