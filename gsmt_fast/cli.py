@@ -1,4 +1,4 @@
-"""``gsmt-fast`` command line: synth, train, detect, eval, plot, demo, bench."""
+"""``gsmt-fast`` command line: synth, train, detect, eval, plot, demo, export, bench."""
 
 from __future__ import annotations
 
@@ -67,6 +67,9 @@ def cmd_detect(a) -> int:
     from .results import write_results
 
     det = Detector(a.ckpt, backend=a.backend, device=a.device, precision=a.precision, batch_size=a.batch_size)
+    if not a.quiet:
+        print(f"backend: {det.backend.name} ({getattr(det.backend, 'precision', 'fp32')}"
+              f"{', picked by auto' if a.backend == 'auto' else ''})", file=sys.stderr)
     ids, arrays, time_kw = _video_inputs(a, det.input_mode)
     t0 = time.perf_counter()
     results = det.detect(arrays, video_id=ids, feat_stride=a.feat_stride, num_frames=a.num_frames,
@@ -82,6 +85,22 @@ def cmd_detect(a) -> int:
 
         r = evaluate(a.annotations, payload, tiou_thresholds=parse_thresholds(a.tiou), subset=a.split)
         print(r.format_table())
+    return 0
+
+
+def cmd_export(a) -> int:
+    from .export import export_main
+
+    if a.format == "tensorrt" and a.out is None:
+        raise ValueError("--format tensorrt needs --out (the engine file to write)")
+    try:
+        path = export_main(a.ckpt, a.out, a.format, precision=a.precision or ("fp16" if a.format == "tensorrt"
+                                                                                else "fp32"),
+                           opset=a.opset, batch=a.batch, calibration=a.calibration, workspace_gib=a.workspace_gib)
+    except (ImportError, RuntimeError) as e:  # a missing optional package or GPU: say what to install or use
+        print(f"gsmt-fast export: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}{' (export cache)' if a.out is None else ''}")
     return 0
 
 
@@ -166,11 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--split", help="subset of --annotations to run on (e.g. validation)")
     d.add_argument("--tiou", default="0.3:0.1:0.7", help="tIoU thresholds for the evaluation (start:step:stop)")
     d.add_argument("--backend", default="auto",
-                   help="reference | torch | triton | auto (default: triton on a GPU, torch on a CPU)")
+                   help="reference | torch | triton | onnxruntime | tensorrt | auto (default; what it picks: "
+                        "docs/DEPLOYING.md)")
     d.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: the backend's choice)")
     d.add_argument("--precision", default=None,
-                   help="fp32 | bf16 (torch) | fp16 (triton); default: the backend's (torch: bf16 on CPUs with "
-                        "native bf16, else fp32; triton: fp16). Training-time validation uses fp32")
+                   help="fp32 | bf16 (torch, triton, tensorrt) | fp16 (triton, onnxruntime, tensorrt) | int8 "
+                        "(onnxruntime, calibrated by `gsmt-fast export`); default: the backend's (torch: bf16 on "
+                        "CPUs with native bf16, else fp32; triton, tensorrt: fp16; onnxruntime: fp32). Training-time "
+                        "validation uses fp32")
     d.add_argument("--batch-size", type=int, default=64, help="windows per forward pass")
     d.add_argument("--quiet", action="store_true")
     _add_time_args(d)
@@ -191,6 +213,22 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", required=True)
     pl.add_argument("--top-k", type=int, default=10)
     pl.set_defaults(fn=cmd_plot)
+
+    x = sub.add_parser("export", help="export the network to ONNX or a TensorRT engine (post-processing stays in "
+                       "the compiled extension; docs/DEPLOYING.md)")
+    x.add_argument("--ckpt", required=True, help="checkpoint (.safetensors)")
+    x.add_argument("--format", default="onnx", choices=["onnx", "tensorrt"])
+    x.add_argument("--out", default=None, help="file to write (onnx: default the export cache, where "
+                   "Detector(backend='onnxruntime') finds it)")
+    x.add_argument("--precision", default=None, help="onnx: fp32 (default) | fp16 | bf16 (opset >= 22) | int8 "
+                   "(needs --calibration); tensorrt: fp16 (default) | bf16 | fp32")
+    x.add_argument("--opset", type=int, default=None, help="ONNX opset (default 20, the newest TensorRT 10 parses)")
+    x.add_argument("--batch", default=None, metavar="MIN:OPT:MAX",
+                   help="dynamic batch range (default 1:64:1024); TensorRT's optimisation profile")
+    x.add_argument("--calibration", default=None, metavar="DIR",
+                   help="int8: dataset folder (annotations.json + features/) whose training split calibrates")
+    x.add_argument("--workspace-gib", type=float, default=None, help="tensorrt: builder workspace (default 4)")
+    x.set_defaults(fn=cmd_export)
 
     dm = sub.add_parser("demo", help="synthesize, train, detect, evaluate and plot on the thumos-like benchmark")
     dm.add_argument("--out", default="demo_out")

@@ -24,21 +24,39 @@ from .model import GSMT
 from .results import RESULTS_VERSION, arrays_to_records
 
 BACKENDS = ("reference", "torch", "triton", "onnxruntime", "tensorrt")
+# The CPU backend of backend="auto" on CPUs without native bf16 units (AVX2), by the end-to-end measurements of
+# bench/RESULTS_onnx.md (torch fp32, onnxruntime fp32/int8 and reference in one bench/run.py run).
+AVX2_CPU_BACKEND = "onnxruntime"
 
 
 def default_backend(device=None) -> str:
-    """What ``backend="auto"`` picks: on a CUDA device (``device="cuda..."``, or ``None`` with a GPU visible)
-    ``triton`` when triton and the CUDA post-processing are there; otherwise ``torch`` (model + C++
-    post-processing) when the extension is built, else ``reference``."""
+    """What ``backend="auto"`` picks (docs/DEPLOYING.md, "What auto picks").
+
+    On a CUDA device (``device="cuda..."``, or ``None`` with a GPU visible) with the CUDA post-processing built:
+    ``tensorrt`` when the tensorrt package is installed (the Detector falls back to ``triton`` when its engine does
+    not build), else ``triton`` when triton is there. On a CPU: ``torch`` (bf16) on CPUs with native bf16 units,
+    elsewhere the faster of ``torch`` and ``onnxruntime`` as measured on such a CPU (:data:`AVX2_CPU_BACKEND`, the
+    numbers in bench/RESULTS_onnx.md); ``reference`` without the extension."""
     from .postprocess import native
 
     wants_cuda = str(device).startswith("cuda") if device is not None else _cuda_visible()
     if wants_cuda and native.cuda_available():
+        from .backends.tensorrt_backend import tensorrt_available
         from .kernels import triton_available
 
+        if tensorrt_available():
+            return "tensorrt"
         if triton_available():
             return "triton"
-    return "torch" if native.available() else "reference"
+    if not native.available():
+        return "reference"
+    from .backends.torch_backend import cpu_supports_bf16
+
+    if cpu_supports_bf16() or AVX2_CPU_BACKEND == "torch":
+        return "torch"
+    from .backends.onnxruntime_backend import onnxruntime_available
+
+    return AVX2_CPU_BACKEND if onnxruntime_available() else "torch"
 
 
 def _cuda_visible() -> bool:
@@ -151,7 +169,7 @@ class Detector:
         else:
             self.inference = meta.inference.replace(**(inference or {}))
         self.batch_size = int(batch_size)
-        self.backend = self._make_backend(backend, model, device, precision)
+        self.backend = self._make_backend(backend, model, device, precision, meta)
 
     @classmethod
     def from_model(cls, model: GSMT, class_names, grid: GridConfig, input_mode: str,
@@ -163,9 +181,18 @@ class Detector:
                    _meta=meta)
 
     @staticmethod
-    def _make_backend(name: str, model: GSMT, device, precision):
+    def _make_backend(name: str, model: GSMT, device, precision, meta: CheckpointMeta | None = None):
         if name == "auto":
             name = default_backend(device)
+            if name == "tensorrt":  # auto on a GPU: TensorRT when its engine builds here, else triton
+                try:
+                    return Detector._make_backend(name, model, device, precision, meta)
+                except Exception as e:  # noqa: BLE001 - any failure to build/load the engine means "use triton"
+                    import warnings
+
+                    warnings.warn(f"backend='auto': the tensorrt engine is not usable ({e}); using triton",
+                                  stacklevel=3)
+                    name = "triton"
         if name == "reference":
             from .backends.reference import ReferenceBackend
 
@@ -178,9 +205,14 @@ class Detector:
             from .backends.triton_backend import TritonBackend
 
             return TritonBackend(model, device=device, precision=precision)
-        if name in BACKENDS:
-            raise NotImplementedError(f"backend {name!r} is not implemented yet; available: 'reference', 'torch', "
-                                      "'triton'")
+        if name == "onnxruntime":
+            from .backends.onnxruntime_backend import OnnxRuntimeBackend
+
+            return OnnxRuntimeBackend(model, device=device, precision=precision, meta=meta)
+        if name == "tensorrt":
+            from .backends.tensorrt_backend import TensorRTBackend
+
+            return TensorRTBackend(model, device=device, precision=precision, meta=meta)
         raise ValueError(f"unknown backend {name!r}; valid backends: {BACKENDS} or 'auto'")
 
     # ------------------------------------------------------------------ planning
