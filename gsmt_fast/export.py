@@ -28,6 +28,7 @@ import copy
 import hashlib
 import io
 import json
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -290,8 +291,7 @@ def export_model(model: GSMT, meta: CheckpointMeta, out, precision: str = "fp32"
     t, d = cfg.temporal_scale, cfg.input_dim
     example = (torch.zeros(2, t, d), torch.tensor([t, max(1, t // 2)], dtype=torch.int64))
     dim = torch.export.Dim("batch", min=batch[0], max=max(batch[2], 2))
-    with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
+    with torch.no_grad(), _quiet():
         program = torch.onnx.export(net, example, dynamo=True, opset_version=opset, input_names=list(INPUT_NAMES),
                                     output_names=list(OUTPUT_NAMES), verbose=False,
                                     dynamic_shapes={"features": {0: dim}, "valid_len": {0: dim}})
@@ -420,8 +420,7 @@ def quantize_int8(fp32_path, out, calibration: tuple[np.ndarray, np.ndarray], ba
             return next(self.batches, None)
 
     out = Path(out)
-    with atomic_path(out) as tmp, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
+    with atomic_path(out) as tmp, _quiet():
         quantize_static(str(fp32_path), str(tmp), Reader(), quant_format=QuantFormat.QDQ, nodes_to_quantize=nodes,
                         per_channel=True, reduce_range=False, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
@@ -434,6 +433,19 @@ def quantize_int8(fp32_path, out, calibration: tuple[np.ndarray, np.ndarray], ba
         onnx.checker.check_model(quantized, full_check=True)
         onnx.save_model(quantized, str(tmp), save_as_external_data=False)
     return out
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The quantizer's advice goes to the root logger and stdout; the exporter warns about internals. None of it is
+    the user's business."""
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 # ---------------------------------------------------------------------------------------------------- cache

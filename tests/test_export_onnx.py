@@ -231,3 +231,20 @@ def test_bad_arguments_are_named():
         export.ExportedNetwork(_tiny_model(0), "fp8")
     with pytest.raises(ValueError, match="too old"):
         export.export_model(_tiny_model(0), None, "x.onnx", opset=13)
+
+
+def test_tensorrt_bindings_are_the_exported_graphs_inputs_and_outputs(tiny):
+    """The tensorrt backend binds tensors by the names and dtypes it expects; they must be the graph's."""
+    from gsmt_fast.backends.tensorrt_backend import io_specs
+
+    ckpt, path, _ = tiny
+    proto = onnx.load(str(path))
+    elem = {torch.float32: onnx.TensorProto.FLOAT, torch.int64: onnx.TensorProto.INT64}
+    graph = {v.name: (True, v) for v in proto.graph.input} | {v.name: (False, v) for v in proto.graph.output}
+    specs = io_specs(gsmt_fast.load_checkpoint(ckpt)[1])
+    assert {s.name for s in specs} == set(graph)
+    for s in specs:
+        is_input, value = graph[s.name]
+        dims = value.type.tensor_type.shape.dim
+        assert is_input == s.is_input and value.type.tensor_type.elem_type == elem[s.dtype]
+        assert [d.dim_value for d in dims[1:]] == list(s.shape[1:]) and dims[0].dim_param

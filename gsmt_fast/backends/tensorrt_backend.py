@@ -274,4 +274,5 @@ class TensorRTBackend(ExtensionPostprocessing, Backend):
         after them on the same stream)."""
         x = torch.as_tensor(windows, dtype=torch.float32).to(self.device, non_blocking=True).contiguous()
         n = torch.as_tensor(valid_len, dtype=torch.int64).to(self.device, non_blocking=True).contiguous()
-        return self._run(x, n, torch.cuda.current_stream(self.device).cuda_stream)
+        stream = torch.cuda.current_stream(self.device).cuda_stream if self.device.type == "cuda" else 0
+        return self._run(x, n, stream)
