@@ -29,14 +29,16 @@ BACKENDS = ("reference", "torch", "triton", "onnxruntime", "tensorrt")
 AVX2_CPU_BACKEND = "onnxruntime"
 
 
-def default_backend(device=None) -> str:
+def default_backend(device=None, precision: str | None = None) -> str:
     """What ``backend="auto"`` picks (docs/DEPLOYING.md, "What auto picks").
 
     On a CUDA device (``device="cuda..."``, or ``None`` with a GPU visible) with the CUDA post-processing built:
     ``tensorrt`` when the tensorrt package is installed (the Detector falls back to ``triton`` when its engine does
-    not build), else ``triton`` when triton is there. On a CPU: ``torch`` (bf16) on CPUs with native bf16 units,
-    elsewhere the faster of ``torch`` and ``onnxruntime`` as measured on such a CPU (:data:`AVX2_CPU_BACKEND`, the
-    numbers in bench/RESULTS_onnx.md); ``reference`` without the extension."""
+    not build), else ``triton`` when triton is there. On a CPU: ``torch`` on CPUs with native bf16 units (its bf16
+    path); elsewhere :data:`AVX2_CPU_BACKEND`, the faster of ``torch`` and ``onnxruntime`` measured on such a CPU
+    (bench/RESULTS_onnx.md) — but ``torch`` whenever a precision is asked for: ``fp32`` then means the reference
+    model's arithmetic bit for bit (training-time validation and ``gsmt-fast detect --precision fp32`` agree
+    exactly), which only ``torch`` reproduces. ``reference`` without the extension."""
     from .postprocess import native
 
     wants_cuda = str(device).startswith("cuda") if device is not None else _cuda_visible()
@@ -52,7 +54,7 @@ def default_backend(device=None) -> str:
         return "reference"
     from .backends.torch_backend import cpu_supports_bf16
 
-    if cpu_supports_bf16() or AVX2_CPU_BACKEND == "torch":
+    if cpu_supports_bf16() or AVX2_CPU_BACKEND == "torch" or precision is not None:
         return "torch"
     from .backends.onnxruntime_backend import onnxruntime_available
 
@@ -183,7 +185,7 @@ class Detector:
     @staticmethod
     def _make_backend(name: str, model: GSMT, device, precision, meta: CheckpointMeta | None = None):
         if name == "auto":
-            name = default_backend(device)
+            name = default_backend(device, precision)
             if name == "tensorrt":  # auto on a GPU: TensorRT when its engine builds here, else triton
                 try:
                     return Detector._make_backend(name, model, device, precision, meta)

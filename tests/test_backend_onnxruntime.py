@@ -128,6 +128,7 @@ def test_auto_policy(policy, monkeypatch):
     assert default("cpu") == "torch"  # native bf16: torch's bf16 path
     policy(bf16=False)
     assert default("cpu") == detector_module.AVX2_CPU_BACKEND  # AVX2-only: by the measurements
+    assert default("cpu", "fp32") == "torch"  # an explicit precision: the reference's arithmetic, bit for bit
     policy(bf16=False, ort=False)
     assert default("cpu") == "torch"  # the measured choice is not installed: torch
     policy(cuda=True, trt=True, triton=True)
