@@ -390,8 +390,10 @@ def _is_last_mask_layer(weight_name: str) -> bool:
     return weight_name.endswith("mask_head.4.weight")
 
 
-# A probability or mask value moved by more than this on the calibration windows is a broken model, not rounding.
-INT8_WARN_ERROR = 0.1
+# Probabilities or masks that move by more than this on average over the calibration windows: a systematic error
+# (int16 saturation), not rounding. The maximum is no guide: on the trained synthetic checkpoints a few values move by
+# up to 0.8 while the average moves by < 0.005 and the mAP by 0.001.
+INT8_WARN_MEAN_ERROR = 0.01
 
 
 def quantize_int8(fp32_path, out, calibration: tuple[np.ndarray, np.ndarray], batch_size: int = 16,
@@ -402,9 +404,9 @@ def quantize_int8(fp32_path, out, calibration: tuple[np.ndarray, np.ndarray], ba
     weights by default: 7-bit ones (``reduce_range=True``) cost 0.018 average mAP on the thumos-like split, full
     range 0.001 (bench/RESULTS_onnx.md). But CPUs without VNNI (AVX2) multiply u8 by s8 into saturating int16 pairs
     (VPMADDUBSW), which full-range weights can overflow; so the quantized model is run on the calibration windows and
-    its largest deviation from fp32 is recorded in the metadata (``calibration.max_abs_error``), with a warning when
-    it exceeds :data:`INT8_WARN_ERROR` (then quantize with ``reduce_range=True``). Only :func:`quantizable_nodes` are
-    quantized."""
+    its deviation from fp32 is recorded in the metadata (``calibration.max_abs_error``, ``mean_abs_error``), with a
+    warning when the mean exceeds :data:`INT8_WARN_MEAN_ERROR` (then quantize with ``reduce_range=True``). Only
+    :func:`quantizable_nodes` are quantized."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -432,37 +434,41 @@ def quantize_int8(fp32_path, out, calibration: tuple[np.ndarray, np.ndarray], ba
         quantize_static(str(fp32_path), str(tmp), Reader(), quant_format=QuantFormat.QDQ, nodes_to_quantize=nodes,
                         per_channel=True, reduce_range=reduce_range, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
-        error = _max_abs_error(fp32_path, tmp, x, valid, batch_size)
+        error, mean_error = _abs_errors(fp32_path, tmp, x, valid, batch_size)
         quantized = onnx.load(str(tmp))
         calib = hashlib.sha256(np.ascontiguousarray(x).tobytes() + np.ascontiguousarray(valid).tobytes())
         metadata.update(precision="int8", versions=package_versions("int8"),
                         calibration={"windows": int(len(x)), "sha256": calib.hexdigest(), "method": "minmax",
                                      "quantized_nodes": len(nodes), "reduce_range": reduce_range,
-                                     "max_abs_error": error})
+                                     "max_abs_error": error, "mean_abs_error": mean_error})
         _set_metadata(quantized, metadata)
         onnx.checker.check_model(quantized, full_check=True)
         onnx.save_model(quantized, str(tmp), save_as_external_data=False)
-    worst = max(error.values())
-    if worst > INT8_WARN_ERROR:
-        warnings.warn(f"int8 outputs differ from fp32 by up to {worst:.3g} on the calibration windows (u8 x s8 "
+    worst = max(mean_error.values())
+    if worst > INT8_WARN_MEAN_ERROR:
+        warnings.warn(f"int8 outputs differ from fp32 by {worst:.3g} on average on the calibration windows (u8 x s8 "
                       f"saturation on a CPU without VNNI?); check the accuracy (bench/backend_accuracy.py) or "
                       f"quantize with reduce_range=True", stacklevel=2)
     return out
 
 
-def _max_abs_error(reference_path, quantized_path, x, valid, batch_size: int) -> dict[str, float]:
-    """Largest |quantized - reference| of each output over the windows ``x``."""
+def _abs_errors(reference_path, quantized_path, x, valid, batch_size: int) -> tuple[dict, dict]:
+    """Largest and mean |quantized - reference| of each output over the windows ``x``."""
     import onnxruntime
 
     sessions = [onnxruntime.InferenceSession(str(p), providers=["CPUExecutionProvider"])
                 for p in (reference_path, quantized_path)]
-    error = dict.fromkeys(OUTPUT_NAMES, 0.0)
+    largest, total, count = dict.fromkeys(OUTPUT_NAMES, 0.0), dict.fromkeys(OUTPUT_NAMES, 0.0), dict.fromkeys(
+        OUTPUT_NAMES, 0)
     for s in range(0, len(x), batch_size):
         feeds = {"features": x[s:s + batch_size], "valid_len": valid[s:s + batch_size]}
         ref, quant = (session.run(list(OUTPUT_NAMES), feeds) for session in sessions)
         for name, a, b in zip(OUTPUT_NAMES, ref, quant):
-            error[name] = max(error[name], float(np.abs(a - b).max()))
-    return error
+            d = np.abs(a.astype(np.float64) - b)
+            largest[name] = max(largest[name], float(d.max()))
+            total[name] += float(d.sum())
+            count[name] += d.size
+    return largest, {name: total[name] / max(count[name], 1) for name in OUTPUT_NAMES}
 
 
 @contextlib.contextmanager

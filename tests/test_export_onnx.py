@@ -180,7 +180,7 @@ def test_int8_quantizes_the_trunk_only_and_stays_close(tiny, tmp_path):
     # unit-variance inputs): the quantizer measures it on the calibration windows and warns, where VNNI is absent.
     with pytest.warns(UserWarning, match="reduce_range=True") if not _has_vnni() else _no_warning():
         export.quantize_int8(path, tmp_path / "m8_full.onnx", windows)
-    assert export.read_metadata(tmp_path / "m8_full.onnx")["calibration"]["max_abs_error"]["probs"] > 0
+    full_error = export.read_metadata(tmp_path / "m8_full.onnx")["calibration"]["mean_abs_error"]["probs"]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # 7-bit weights do not saturate: no warning
         out = export.quantize_int8(path, tmp_path / "m8.onnx", windows, reduce_range=True)
@@ -193,6 +193,7 @@ def test_int8_quantizes_the_trunk_only_and_stays_close(tiny, tmp_path):
     meta8 = export.read_metadata(proto)
     assert meta8["precision"] == "int8" and meta8["calibration"]["windows"] == len(windows[0])
     assert meta8["calibration"]["reduce_range"] is True
+    assert meta8["calibration"]["mean_abs_error"]["probs"] < full_error
     assert meta8["checkpoint_sha256"] == export.read_metadata(path)["checkpoint_sha256"]
     x, valid = windows
     probs, masks = _run(out, x, valid)
@@ -200,6 +201,7 @@ def test_int8_quantizes_the_trunk_only_and_stays_close(tiny, tmp_path):
     assert 0 < np.abs(masks - ref_masks).max() < 0.01
     assert np.abs(probs - ref_probs).max() < 0.1
     assert meta8["calibration"]["max_abs_error"]["masks"] == pytest.approx(np.abs(masks - ref_masks).max(), rel=1e-6)
+    assert meta8["calibration"]["mean_abs_error"]["probs"] == pytest.approx(np.abs(probs - ref_probs).mean(), rel=1e-4)
     with pytest.raises(ValueError, match="calibration"):
         export.export_onnx(ckpt, tmp_path / "no.onnx", precision="int8")
 
