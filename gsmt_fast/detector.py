@@ -27,6 +27,7 @@ BACKENDS = ("reference", "torch", "triton", "onnxruntime", "tensorrt")
 # The CPU backend of backend="auto" on CPUs without native bf16 units (AVX2), by the end-to-end measurements of
 # bench/RESULTS_onnx.md (torch fp32, onnxruntime fp32/int8 and reference in one bench/run.py run).
 AVX2_CPU_BACKEND = "onnxruntime"
+AUTO_FALLBACK = {"tensorrt": "triton", "onnxruntime": "torch"}  # what auto takes when the compiled one fails to build
 
 
 def default_backend(device=None, precision: str | None = None) -> str:
@@ -186,15 +187,15 @@ class Detector:
     def _make_backend(name: str, model: GSMT, device, precision, meta: CheckpointMeta | None = None):
         if name == "auto":
             name = default_backend(device, precision)
-            if name == "tensorrt":  # auto on a GPU: TensorRT when its engine builds here, else triton
+            if name in AUTO_FALLBACK:  # a compiled backend that must export/build first: if that fails, the next
                 try:
                     return Detector._make_backend(name, model, device, precision, meta)
-                except Exception as e:  # noqa: BLE001 - any failure to build/load the engine means "use triton"
+                except Exception as e:  # noqa: BLE001 - any failure to export or build means "use the next one"
                     import warnings
 
-                    warnings.warn(f"backend='auto': the tensorrt engine is not usable ({e}); using triton",
-                                  stacklevel=3)
-                    name = "triton"
+                    warnings.warn(f"backend='auto': the {name} engine is not usable ({e}); using "
+                                  f"{AUTO_FALLBACK[name]}", stacklevel=3)
+                    name = AUTO_FALLBACK[name]
         if name == "reference":
             from .backends.reference import ReferenceBackend
 

@@ -177,3 +177,21 @@ def test_cli_detect_logs_the_backend(tmp_path, capsys):
     assert main(["detect", "--ckpt", str(p), "--features", str(tmp_path / "v1.npy"), "--fps", "30",
                  "--backend", "reference", "--out", str(tmp_path / "r.json")]) == 0
     assert "backend: reference (fp32)" in capsys.readouterr().err
+
+
+def test_auto_falls_back_to_torch_when_the_export_fails(policy, monkeypatch, tmp_path):
+    from gsmt_fast.backends import onnxruntime_backend
+
+    policy(bf16=False)
+    monkeypatch.setattr(detector_module, "AVX2_CPU_BACKEND", "onnxruntime")
+
+    def failing_export(*args, **kwargs):
+        raise RuntimeError("the exporter failed")
+
+    monkeypatch.setattr(onnxruntime_backend, "OnnxRuntimeBackend", failing_export)
+    model = gsmt_fast.GSMT(gsmt_fast.GSMTConfig.preset("tiny", num_classes=2, temporal_scale=8, input_dim=4))
+    p = tmp_path / "m.safetensors"
+    gsmt_fast.save_checkpoint(model, p, class_names=["a", "b"])
+    with pytest.warns(UserWarning, match="onnxruntime engine is not usable \\(the exporter failed\\); using torch"):
+        det = gsmt_fast.Detector(p)
+    assert det.backend.name == "torch"

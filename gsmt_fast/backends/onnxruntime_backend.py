@@ -37,12 +37,10 @@ def import_onnxruntime():
 
 
 def onnxruntime_available() -> bool:
-    try:
-        import_onnxruntime()
-        import onnx  # noqa: F401  (the export needs it too)
-    except ImportError:
-        return False
-    return True
+    """onnxruntime, onnx and onnxscript (the exporter's) are installed; looked up without importing them."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx", "onnxscript"))
 
 
 def execution_providers(device: torch.device, available) -> list[str]:
