@@ -88,6 +88,7 @@ def test_precision_and_calibration_errors(tmp_path):
         gsmt_fast.Detector(p, backend="onnx")
 
 
+@pytest.mark.filterwarnings("ignore:int8 outputs differ")  # random weights saturate on AVX2: test_export_onnx.py
 def test_int8_backend_uses_the_calibrated_model_from_the_cache(tmp_path):
     torch.manual_seed(0)
     model = gsmt_fast.GSMT(gsmt_fast.GSMTConfig.preset("tiny", num_classes=2, temporal_scale=16, input_dim=4))
