@@ -391,8 +391,8 @@ def _is_last_mask_layer(weight_name: str) -> bool:
 
 
 # Probabilities or masks that move by more than this on average over the calibration windows: a systematic error
-# (int16 saturation), not rounding. The maximum is no guide: on the trained synthetic checkpoints a few values move by
-# up to 0.8 while the average moves by < 0.005 and the mAP by 0.001.
+# (int16 saturation), not rounding. The maximum is no guide: a few outlying values move far on models whose mAP
+# int8 leaves unchanged (bench/RESULTS_onnx.md).
 INT8_WARN_MEAN_ERROR = 0.01
 
 
@@ -401,8 +401,8 @@ def quantize_int8(fp32_path, out, calibration: tuple[np.ndarray, np.ndarray], ba
     """Static int8 quantization (ONNX Runtime, QDQ format) of an fp32 export, calibrated on ``calibration`` windows.
 
     Weights int8 per output channel, activations uint8 per tensor (min/max over the calibration windows). Full 8-bit
-    weights by default: 7-bit ones (``reduce_range=True``) cost 0.018 average mAP on the thumos-like split, full
-    range 0.001 (bench/RESULTS_onnx.md). But CPUs without VNNI (AVX2) multiply u8 by s8 into saturating int16 pairs
+    weights by default: 7-bit ones (``reduce_range=True``) lost far more accuracy on the synthetic splits
+    (bench/RESULTS_onnx.md). But CPUs without VNNI (AVX2) multiply u8 by s8 into saturating int16 pairs
     (VPMADDUBSW), which full-range weights can overflow; so the quantized model is run on the calibration windows and
     its deviation from fp32 is recorded in the metadata (``calibration.max_abs_error``, ``mean_abs_error``), with a
     warning when the mean exceeds :data:`INT8_WARN_MEAN_ERROR` (then quantize with ``reduce_range=True``). Only
