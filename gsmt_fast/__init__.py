@@ -22,6 +22,7 @@ _EXPORTS = {
     "soft_nms": "gsmt_fast.postprocess.soft_nms",
     "evaluate": "gsmt_fast.evaluation",
     "EvaluationResult": "gsmt_fast.evaluation",
+    "export_onnx": "gsmt_fast.export",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -1,4 +1,4 @@
-"""``gsmt-fast`` command line: synth, train, detect, eval, analyze, plot, demo, bench.
+"""``gsmt-fast`` command line: synth, train, detect, eval, analyze, plot, demo, export, bench.
 
 Errors a user can cause (bad arguments, missing or unreadable files, an unwritable output, a corrupt checkpoint)
 end as one line ``gsmt-fast <cmd>: error: ...`` with exit status 2 when found before the command starts its work
@@ -122,6 +122,9 @@ def cmd_detect(a) -> int:
         parse_thresholds(a.tiou)
     check_output_path(a.out)
     det = Detector(a.ckpt, backend=a.backend, device=a.device, precision=a.precision, batch_size=a.batch_size)
+    if not a.quiet:
+        print(f"backend: {det.backend.name} ({getattr(det.backend, 'precision', 'fp32')}"
+              f"{', picked by auto' if a.backend == 'auto' else ''})", file=sys.stderr)
     ids, arrays, time_kw = _video_inputs(a, det.input_mode)
     plans = det.plan(arrays, video_id=ids, feat_stride=a.feat_stride, num_frames=a.num_frames, **time_kw)
     del plans  # every video's features and time metadata are valid: the work can start
@@ -186,6 +189,21 @@ def cmd_detect_sharded(a) -> int:
     elif not torchrun:
         print(f"{report.remaining_chunks} of {report.num_chunks} chunks belong to shards still running or not yet "
               f"run; the last shard to finish writes {a.out}")
+    return 0
+
+
+def cmd_export(a) -> int:
+    from .export import export_main
+    from .files import check_output_path
+
+    if a.format == "tensorrt" and a.out is None:
+        raise ValueError("--format tensorrt needs --out (the engine file to write)")
+    if a.out is not None:
+        check_output_path(a.out)
+    # A missing optional package (onnx, onnxruntime, tensorrt) or GPU is one error line naming what to install.
+    path = export_main(a.ckpt, a.out, a.format, precision=a.precision or ("fp16" if a.format == "tensorrt" else "fp32"),
+                       opset=a.opset, batch=a.batch, calibration=a.calibration, workspace_gib=a.workspace_gib)
+    print(f"wrote {path}{' (export cache)' if a.out is None else ''}")
     return 0
 
 
@@ -308,11 +326,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--split", help="subset of --annotations to run on (e.g. validation)")
     d.add_argument("--tiou", default="0.3:0.1:0.7", help="tIoU thresholds for the evaluation (start:step:stop)")
     d.add_argument("--backend", default="auto",
-                   help="reference | torch | triton | auto (default: triton on a GPU, torch on a CPU)")
+                   help="reference | torch | triton | onnxruntime | tensorrt | auto (default; what it picks: "
+                        "docs/DEPLOYING.md)")
     d.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: the backend's choice)")
     d.add_argument("--precision", default=None,
-                   help="fp32 | bf16 (torch) | fp16 (triton); default: the backend's (torch: bf16 on CPUs with "
-                        "native bf16, else fp32; triton: fp16). Training-time validation uses fp32")
+                   help="fp32 | bf16 (torch, triton, tensorrt) | fp16 (triton, onnxruntime, tensorrt) | int8 "
+                        "(onnxruntime, calibrated by `gsmt-fast export`); default: the backend's (torch: bf16 on "
+                        "CPUs with native bf16, else fp32; triton, tensorrt: fp16; onnxruntime: fp32). Training-time "
+                        "validation uses fp32")
     d.add_argument("--batch-size", type=int, default=64, help="windows per forward pass")
     d.add_argument("--quiet", action="store_true")
     g = d.add_argument_group("sharded, resumable detection (also automatic under torchrun; see docs/SCALING.md)")
@@ -367,6 +388,22 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", required=True, help="image to write: .png, .pdf or .svg (the format follows the suffix)")
     pl.add_argument("--top-k", type=int, default=10, help="detections to draw, 1 … 200 (default 10)")
     pl.set_defaults(fn=cmd_plot)
+
+    x = sub.add_parser("export", help="export the network to ONNX or a TensorRT engine (post-processing stays in "
+                       "the compiled extension; docs/DEPLOYING.md)")
+    x.add_argument("--ckpt", required=True, help="checkpoint (.safetensors)")
+    x.add_argument("--format", default="onnx", choices=["onnx", "tensorrt"])
+    x.add_argument("--out", default=None, help="file to write (onnx: default the export cache, where "
+                   "Detector(backend='onnxruntime') finds it)")
+    x.add_argument("--precision", default=None, help="onnx: fp32 (default) | fp16 | bf16 (opset >= 22) | int8 "
+                   "(needs --calibration); tensorrt: fp16 (default) | bf16 | fp32")
+    x.add_argument("--opset", type=int, default=None, help="ONNX opset (default 20, the newest TensorRT 10 parses)")
+    x.add_argument("--batch", default=None, metavar="MIN:OPT:MAX",
+                   help="dynamic batch range (default 1:64:1024); TensorRT's optimisation profile")
+    x.add_argument("--calibration", default=None, metavar="DIR",
+                   help="int8: dataset folder (annotations.json + features/) whose training split calibrates")
+    x.add_argument("--workspace-gib", type=float, default=None, help="tensorrt: builder workspace (default 4)")
+    x.set_defaults(fn=cmd_export)
 
     dm = sub.add_parser("demo", help="synthesize, train, detect, evaluate and plot on the thumos-like benchmark")
     dm.add_argument("--out", default="demo_out")
