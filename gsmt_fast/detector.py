@@ -25,9 +25,11 @@ from .model import GSMT
 from .results import RESULTS_VERSION, arrays_to_records
 
 BACKENDS = ("reference", "torch", "triton", "onnxruntime", "tensorrt")
-# The CPU backend of backend="auto" on CPUs without native bf16 units (AVX2), by the end-to-end measurements of
-# bench/RESULTS_onnx.md (torch fp32, onnxruntime fp32/int8 and reference in one bench/run.py run).
-AVX2_CPU_BACKEND = "onnxruntime"
+# The CPU backend of backend="auto" on CPUs without native bf16 units (AVX2). onnxruntime fp32 ran faster than
+# torch fp32 on a loaded AVX2 machine, but its graph moved the anet-like validation mAP by -0.011 (scores saturated
+# near 1 reorder in SoftNMS on their last bits), outside the +-0.005 a default may move; torch fp32 gives the
+# reference's detections exactly (bench/RESULTS.md, "Compiled deployment").
+AVX2_CPU_BACKEND = "torch"
 AUTO_FALLBACK = {"tensorrt": "triton", "onnxruntime": "torch"}  # what auto takes when the compiled one fails to build
 
 
@@ -37,10 +39,10 @@ def default_backend(device=None, precision: str | None = None) -> str:
     On a CUDA device (``device="cuda..."``, or ``None`` with a GPU visible) with the CUDA post-processing built:
     ``tensorrt`` when the tensorrt package is installed (the Detector falls back to ``triton`` when its engine does
     not build), else ``triton`` when triton is there. On a CPU: ``torch`` on CPUs with native bf16 units (its bf16
-    path); elsewhere :data:`AVX2_CPU_BACKEND`, the faster of ``torch`` and ``onnxruntime`` measured on such a CPU
-    (bench/RESULTS_onnx.md) — but ``torch`` whenever a precision is asked for: ``fp32`` then means the reference
-    model's arithmetic bit for bit (training-time validation and ``gsmt-fast detect --precision fp32`` agree
-    exactly), which only ``torch`` reproduces. ``reference`` without the extension."""
+    path); elsewhere :data:`AVX2_CPU_BACKEND` (``torch`` fp32: the reference's detections exactly; see the
+    constant for why not ``onnxruntime``) — and ``torch`` whenever a precision is asked for: ``fp32`` then means the
+    reference model's arithmetic bit for bit (training-time validation and ``gsmt-fast detect --precision fp32``
+    agree exactly). ``reference`` without the extension."""
     from .postprocess import native
 
     wants_cuda = str(device).startswith("cuda") if device is not None else _cuda_visible()

@@ -392,7 +392,7 @@ def _is_last_mask_layer(weight_name: str) -> bool:
 
 # Probabilities or masks that move by more than this on average over the calibration windows: a systematic error
 # (int16 saturation), not rounding. The maximum is no guide: a few outlying values move far on models whose mAP
-# int8 leaves unchanged (bench/RESULTS_onnx.md).
+# int8 leaves unchanged (bench/RESULTS.md, "Compiled deployment").
 INT8_WARN_MEAN_ERROR = 0.01
 
 
@@ -402,11 +402,11 @@ def quantize_int8(fp32_path, out, calibration: tuple[np.ndarray, np.ndarray], ba
 
     Weights int8 per output channel, activations uint8 per tensor (min/max over the calibration windows). Full 8-bit
     weights by default: 7-bit ones (``reduce_range=True``) lost far more accuracy on the synthetic splits
-    (bench/RESULTS_onnx.md). But CPUs without VNNI (AVX2) multiply u8 by s8 into saturating int16 pairs
-    (VPMADDUBSW), which full-range weights can overflow; so the quantized model is run on the calibration windows and
-    its deviation from fp32 is recorded in the metadata (``calibration.max_abs_error``, ``mean_abs_error``), with a
-    warning when the mean exceeds :data:`INT8_WARN_MEAN_ERROR` (then quantize with ``reduce_range=True``). Only
-    :func:`quantizable_nodes` are quantized."""
+    (bench/RESULTS.md, "Compiled deployment"). But CPUs without VNNI (AVX2) multiply u8 by s8 into saturating int16
+    pairs (VPMADDUBSW), which full-range weights can overflow; so the quantized model is run on the calibration
+    windows and its deviation from fp32 is recorded in the metadata (``calibration.max_abs_error``,
+    ``mean_abs_error``), with a warning when the mean exceeds :data:`INT8_WARN_MEAN_ERROR` (then quantize with
+    ``reduce_range=True``). Only :func:`quantizable_nodes` are quantized."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,

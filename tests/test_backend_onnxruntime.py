@@ -159,6 +159,7 @@ def test_auto_falls_back_to_triton_when_the_engine_does_not_build(policy, monkey
             built.update(device=device, precision=precision)
 
     monkeypatch.setattr(triton_backend, "TritonBackend", FakeTriton)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the device check of Detector: a GPU "exists"
     model = gsmt_fast.GSMT(gsmt_fast.GSMTConfig.preset("tiny", num_classes=2, temporal_scale=8, input_dim=4))
     p = tmp_path / "m.safetensors"
     gsmt_fast.save_checkpoint(model, p, class_names=["a", "b"])
