@@ -199,33 +199,32 @@ def interpolated_average_precision(precision: np.ndarray, recall: np.ndarray) ->
     return float(np.sum((recall_points[steps] - recall_points[steps - 1]) * envelope[steps]))
 
 
-def average_precision_for_class(
+def match_class(
     gt_by_video: Mapping[str, np.ndarray],
-    predictions: Sequence[tuple[str, float, float, float]],
+    predictions: Sequence[tuple],
     thresholds: Sequence[float],
-) -> np.ndarray:
-    """AP of one class at each threshold.
+) -> tuple[np.ndarray, np.ndarray]:
+    """The official matching of one class's predictions (module docstring, steps 1–2).
 
     Args:
         gt_by_video: ``{video_id: (G, 2) segments}`` of this class (videos without GT of the class may be absent).
-        predictions: ``(video_id, start, end, score)`` in input order (the sort below is stable).
+        predictions: ``(video_id, start, end, score, ...)`` in input order (the sort below is stable; extra fields
+            are ignored).
         thresholds: normalised tIoU thresholds.
+
+    Returns ``order`` (prediction indices by descending score: the ranks) and ``matched (K, N)``: for the prediction
+    of rank r at threshold k the index of the GT segment it matched in its video's ``gt_by_video`` array, or -1 (a
+    false positive).
     """
-    num_gt = sum(len(segments) for segments in gt_by_video.values())
-    ap = np.zeros(len(thresholds), dtype=np.float64)
-    if not predictions or num_gt == 0:
-        return ap
     scores = np.array([p[3] for p in predictions], dtype=np.float64)
     order = np.argsort(-scores, kind="stable")  # negation is exact, so ties keep the input order
     # locked[video][k, g]: GT g of that video is already matched at threshold k
     locked = {video: np.zeros((len(thresholds), len(segments)), dtype=bool) for video, segments in gt_by_video.items()}
-    true_positive = np.zeros((len(thresholds), len(predictions)), dtype=np.float64)
-    false_positive = np.zeros((len(thresholds), len(predictions)), dtype=np.float64)
+    matched = np.full((len(thresholds), len(predictions)), -1, dtype=np.int64)
     for rank, index in enumerate(order):
-        video_id, start, end, _ = predictions[index]
+        video_id, start, end = predictions[index][:3]
         segments = gt_by_video.get(video_id)
         if segments is None or len(segments) == 0:
-            false_positive[:, rank] = 1
             continue
         iou = segment_iou(np.array([start, end]), segments)
         by_iou = np.argsort(-iou, kind="stable")
@@ -236,17 +235,96 @@ def average_precision_for_class(
                 if locked[video_id][k, gt_index]:
                     continue
                 locked[video_id][k, gt_index] = True
-                true_positive[k, rank] = 1
+                matched[k, rank] = gt_index
                 break
-            if not true_positive[k, rank]:
-                false_positive[k, rank] = 1
+    return order, matched
+
+
+def average_precision_for_class(
+    gt_by_video: Mapping[str, np.ndarray],
+    predictions: Sequence[tuple[str, float, float, float]],
+    thresholds: Sequence[float],
+) -> np.ndarray:
+    """AP of one class at each threshold (arguments as :func:`match_class`)."""
+    num_gt = sum(len(segments) for segments in gt_by_video.values())
+    ap = np.zeros(len(thresholds), dtype=np.float64)
+    if not predictions or num_gt == 0:
+        return ap
+    _, matched = match_class(gt_by_video, predictions, thresholds)
+    true_positive = (matched >= 0).astype(np.float64)
     tp_cumulative = np.cumsum(true_positive, axis=1)
-    fp_cumulative = np.cumsum(false_positive, axis=1)
+    fp_cumulative = np.cumsum(1.0 - true_positive, axis=1)
     recall = tp_cumulative / num_gt
     precision = tp_cumulative / (tp_cumulative + fp_cumulative)
     for k in range(len(thresholds)):
         ap[k] = interpolated_average_precision(precision[k], recall[k])
     return ap
+
+
+def _by_class(ground_truth, predictions, subset, warn: bool):
+    """The ground truth and the predictions grouped per class, as :func:`evaluate` and :func:`true_positives` read
+    them: ``(gt_videos, class_names, gt_by_class {class: {video: (G, 2)}}, gt_rows {class: {video: [index of each
+    segment in gt_videos[video]]}}, predictions_by_class {class: [(video, start, end, score, index of the record in
+    its video's list)]})``."""
+    gt_videos = load_ground_truth(ground_truth, subset)
+    results = read_results(predictions)
+
+    class_names = sorted({label for video_gt in gt_videos.values() for _, _, label in video_gt})
+    gt_by_class: dict[str, dict[str, np.ndarray]] = {name: {} for name in class_names}
+    gt_rows: dict[str, dict[str, list[int]]] = {name: {} for name in class_names}
+    for video_id, video_gt in gt_videos.items():
+        per_class: dict[str, list[tuple[float, float]]] = {}
+        for row, (start, end, label) in enumerate(video_gt):
+            per_class.setdefault(label, []).append((start, end))
+            gt_rows[label].setdefault(video_id, []).append(row)
+        for label, segments in per_class.items():
+            gt_by_class[label][video_id] = np.array(segments, dtype=np.float64).reshape(-1, 2)
+
+    predictions_by_class: dict[str, list[tuple[str, float, float, float, int]]] = {name: [] for name in class_names}
+    unknown_labels: Counter[str] = Counter()
+    for video_id, records in results.items():
+        if video_id not in gt_videos:
+            continue  # not a video of the evaluated ground truth: ignored
+        for index, record in enumerate(records):
+            label = record["label"]
+            if label not in predictions_by_class:
+                unknown_labels[label] += 1
+                continue
+            start, end = record["segment"]
+            predictions_by_class[label].append((video_id, start, end, record["score"], index))
+    if unknown_labels and warn:
+        listed = ", ".join(f"{name!r} ({count})" for name, count in sorted(unknown_labels.items())[:20])
+        more = "" if len(unknown_labels) <= 20 else f", ... ({len(unknown_labels) - 20} more classes)"
+        warnings.warn(
+            f"ignored {sum(unknown_labels.values())} prediction(s) of {len(unknown_labels)} class(es) absent from the "
+            f"ground truth: {listed}{more}",
+            stacklevel=3,
+        )
+    return gt_videos, class_names, gt_by_class, gt_rows, predictions_by_class
+
+
+def true_positives(
+    ground_truth,
+    predictions,
+    tiou_thresholds=THUMOS_THRESHOLDS,
+    subset: str | None = None,
+) -> list[list[tuple[str, int, int]]]:
+    """The true positives of :func:`evaluate`'s matching, per threshold: ``(video_id, r, g)`` says that the record
+    ``r`` of the video's predictions list matched its ground-truth instance ``g`` (file order of the video's
+    annotations). Used for the end delay of streamed detections."""
+    thresholds = normalize_thresholds(tiou_thresholds)
+    _, class_names, gt_by_class, gt_rows, predictions_by_class = _by_class(ground_truth, predictions, subset, False)
+    found: list[list[tuple[str, int, int]]] = [[] for _ in thresholds]
+    for name in class_names:
+        class_predictions = predictions_by_class[name]
+        if not class_predictions:
+            continue
+        order, matched = match_class(gt_by_class[name], class_predictions, thresholds)
+        for k in range(len(thresholds)):
+            for rank in np.flatnonzero(matched[k] >= 0):
+                video_id, _, _, _, record = class_predictions[order[rank]]
+                found[k].append((video_id, record, gt_rows[name][video_id][matched[k, rank]]))
+    return found
 
 
 def evaluate(
@@ -267,39 +345,7 @@ def evaluate(
         warn: warn about ignored predictions of classes absent from the ground truth.
     """
     thresholds = normalize_thresholds(tiou_thresholds)
-    gt_videos = load_ground_truth(ground_truth, subset)
-    results = read_results(predictions)
-
-    class_names = sorted({label for video_gt in gt_videos.values() for _, _, label in video_gt})
-    gt_by_class: dict[str, dict[str, np.ndarray]] = {name: {} for name in class_names}
-    for video_id, video_gt in gt_videos.items():
-        per_class: dict[str, list[tuple[float, float]]] = {}
-        for start, end, label in video_gt:
-            per_class.setdefault(label, []).append((start, end))
-        for label, segments in per_class.items():
-            gt_by_class[label][video_id] = np.array(segments, dtype=np.float64).reshape(-1, 2)
-
-    predictions_by_class: dict[str, list[tuple[str, float, float, float]]] = {name: [] for name in class_names}
-    unknown_labels: Counter[str] = Counter()
-    for video_id, records in results.items():
-        if video_id not in gt_videos:
-            continue  # not a video of the evaluated ground truth: ignored
-        for record in records:
-            label = record["label"]
-            if label not in predictions_by_class:
-                unknown_labels[label] += 1
-                continue
-            start, end = record["segment"]
-            predictions_by_class[label].append((video_id, start, end, record["score"]))
-    if unknown_labels and warn:
-        listed = ", ".join(f"{name!r} ({count})" for name, count in sorted(unknown_labels.items())[:20])
-        more = "" if len(unknown_labels) <= 20 else f", ... ({len(unknown_labels) - 20} more classes)"
-        warnings.warn(
-            f"ignored {sum(unknown_labels.values())} prediction(s) of {len(unknown_labels)} class(es) absent from the "
-            f"ground truth: {listed}{more}",
-            stacklevel=2,
-        )
-
+    gt_videos, class_names, gt_by_class, _, predictions_by_class = _by_class(ground_truth, predictions, subset, warn)
     per_class_ap = {
         name: average_precision_for_class(gt_by_class[name], predictions_by_class[name], thresholds)
         for name in class_names
@@ -326,6 +372,8 @@ __all__ = [
     "load_ground_truth",
     "interpolated_average_precision",
     "average_precision_for_class",
+    "match_class",
+    "true_positives",
     "THUMOS_THRESHOLDS",
     "ANET_THRESHOLDS",
 ]
