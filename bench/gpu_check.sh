@@ -21,6 +21,8 @@ Steps (each logged to RESULTS_DIR/<step>.log, with its own timeout; total under 
   bench_postprocess bench/bench_postprocess.py (CUDA post-processing throughput)
   bench_kernels     bench/kernels/bench_*.py: each Triton kernel vs eager PyTorch and torch.compile
   bench             bench/run.py --device cuda (Detector.detect from host features, torch and triton backends)
+  bench_streaming   bench/bench_streaming.py on cuda, triton backend (needs .gpu_assets/thumos*): per-push latency of
+                    one stream and the number of THUMOS-rate streams one process keeps up with (goal 10,000)
 Then RESULTS_DIR/summary.txt with PASS/FAIL/TIMEOUT/SKIP per step and the engine's GPU targets (bench/gpu_targets.py:
 MET / NOT MET / NOT MEASURED from the JSON the steps wrote); exit status 1 if any step failed.
 
@@ -228,8 +230,23 @@ bench_kernels() {
   return "$rc"
 }
 
+bench_streaming() {
+  if [ ! -f .gpu_assets/thumos.safetensors ]; then echo "no .gpu_assets/thumos.safetensors (see --help)"; return 1; fi
+  local args=(--ckpt .gpu_assets/thumos.safetensors --data .gpu_assets/thumos --skip-memory --fixed-name
+              --out "$RESULTS_DIR")
+  if [ "$DRY_RUN" = 1 ]; then
+    "$PY" bench/bench_streaming.py "${args[@]}" --device cpu --backends torch --latency-snippets 200 \
+      --streams 10 --stream-seconds 5
+  else
+    # 10,000 streams push 8 snippets each per hop (a server reads its sockets in batches) and tick once per hop.
+    "$PY" bench/bench_streaming.py "${args[@]}" --device cuda --backends triton --latency-snippets 400 \
+      --streams 1000,10000 --stream-seconds 8 --push-snippets 8 --tick-snippets 8
+  fi
+}
+
 export PY DRY_RUN RESULTS_DIR BENCH_ARGS="${BENCH_ARGS:-}"
-export -f env_info build import_check pytest_gpu bench bench_postprocess bench_triton accuracy bench_kernels
+export -f env_info build import_check pytest_gpu bench bench_postprocess bench_triton accuracy bench_kernels \
+  bench_streaming
 echo "gpu_check: repo $REPO, results $RESULTS_DIR, python $PY, dry-run $DRY_RUN, limit ${LIMIT_S} s"
 step env 30 env_info
 if [ "$BUILD" = 1 ]; then step build 170 build; else skip build "--no-build"; fi
@@ -241,6 +258,7 @@ if [ -f bench/bench_postprocess.py ]; then step bench_postprocess 50 bench_postp
 else skip bench_postprocess "bench/bench_postprocess.py not present"; fi
 step bench_kernels 130 bench_kernels
 step bench 120 bench
+step bench_streaming 60 bench_streaming
 
 TOTAL=$(( $(date +%s) - START ))
 {
