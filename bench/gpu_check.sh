@@ -240,7 +240,7 @@ bench_streaming() {
   else
     # 10,000 streams push 8 snippets each per hop (a server reads its sockets in batches) and tick once per hop.
     "$PY" bench/bench_streaming.py "${args[@]}" --device cuda --backends triton --latency-snippets 400 \
-      --streams 1000,10000 --stream-seconds 8 --push-snippets 8 --tick-snippets 8
+      --streams 2000,10000 --stream-seconds 6 --push-snippets 8 --tick-snippets 8
   fi
 }
 

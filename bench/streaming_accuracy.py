@@ -182,7 +182,7 @@ def main(argv=None) -> int:
     p.add_argument("--background-rule", action="store_true",
                    help="also measure the research rule (c'): emit on background evidence after the end")
     p.add_argument("--only-background-rule", action="store_true", help="measure only that rule (and offline)")
-    p.add_argument("--out", type=Path, default=None, help="JSON with every row")
+    p.add_argument("--out", type=Path, default=None, help="JSON with every row (and a PNG of the curve beside it)")
     args = p.parse_args(argv)
 
     import torch
@@ -263,7 +263,51 @@ def main(argv=None) -> int:
         from gsmt_fast.files import atomic_write_json
 
         atomic_write_json(args.out, payload)
+        plot_curve(payload, args.out.with_suffix(".png"))
     return 0
+
+
+def plot_curve(payload: dict, path: Path) -> None:
+    """Streamed/offline mAP against mean end delay: one line per policy family over the hops, the variants at the
+    default hop as points."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # the plot is a convenience; the JSON holds every number
+        print("matplotlib not installed: no plot")
+        return
+    from gsmt_fast.files import atomic_path
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    families: dict[str, list] = {}
+    for r in payload["rows"]:
+        families.setdefault(r["policy"], []).append(r)
+    for name, rows in families.items():
+        rows = sorted(rows, key=lambda r: r["hop"])
+        x, y = [r["mean_end_delay_s"] for r in rows], [r["ratio"] for r in rows]
+        if len(rows) > 1:
+            ax.plot(x, y, marker="o", label=name)
+            for r in rows:
+                ax.annotate(f"hop {r['hop']}", (r["mean_end_delay_s"], r["ratio"]), fontsize=7,
+                            textcoords="offset points", xytext=(3, 3))
+        else:
+            ax.scatter(x, y, s=12, color="grey")
+            ax.annotate(name.split(": ")[-1] if ": " in name else name, (x[0], y[0]), fontsize=6, color="grey",
+                        textcoords="offset points", xytext=(3, -8))
+    ax.axhline(0.9, color="red", lw=0.8, ls="--")
+    ax.axvline(1.5, color="green", lw=0.8, ls="--")
+    ax.axvline(2.5, color="red", lw=0.8, ls="--")
+    ax.set_xlabel("mean end delay over true positives (s)")
+    ax.set_ylabel("streamed / offline average mAP")
+    ax.set_title(f"streaming on {Path(payload['data']).name}: offline {payload['offline_average_mAP']:.4f}")
+    ax.set_xlim(0, min(6.0, max(r["mean_end_delay_s"] for r in payload["rows"]) + 0.3))
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -119,6 +119,10 @@ def cmd_stream(a) -> int:
         source = sys.stdin.buffer
     else:
         source = Path(a.features)
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
     return replay(a.ckpt, source, out=sys.stdout, fps=a.fps, feat_stride=a.feat_stride, num_frames=a.num_frames,
                   hop=a.hop, margin=a.margin, chunk=a.chunk, realtime=a.realtime, backend=a.backend, device=a.device,
                   precision=a.precision, stream_id=a.stream_id)
@@ -231,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--backend", default="auto", help="reference | torch | triton | auto")
     st.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: the backend's choice)")
     st.add_argument("--precision", default=None, help="the backend's precision (default: the backend's)")
+    st.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: torch's; 1 is often faster for one stream on a busy machine)")
     st.set_defaults(fn=cmd_stream)
 
     # Only listed here: main() hands every argument after `bench` to bench/run.py (see `gsmt-fast bench --help`).
