@@ -198,9 +198,11 @@ def main(argv=None) -> int:
     videos, feats, gt = load_validation(args.data)
     det = gsmt_fast.Detector(args.ckpt, backend=args.backend, device=args.device, precision=args.precision)
     t0 = time.perf_counter()
-    offline = gsmt_fast.evaluate(gt, results_to_json(det.detect(feats, **detect_kwargs(videos))), subset="validation")
+    offline_results = det.detect(feats, **detect_kwargs(videos))
+    offline = gsmt_fast.evaluate(gt, results_to_json(offline_results), subset="validation")
     offline_s = time.perf_counter() - t0
-    print(f"offline window mode: average mAP {offline.average_mAP:.4f} "
+    offline_detections = sum(len(r) for r in offline_results)
+    print(f"offline window mode: {offline_detections} detections, average mAP {offline.average_mAP:.4f} "
           f"({', '.join(f'{m:.3f}' for m in offline.mAP)}), {offline_s:.1f} s; backend {det.backend.name} "
           f"{getattr(det.backend, 'precision', '')}, torch threads {torch.get_num_threads()}", flush=True)
 
@@ -257,7 +259,8 @@ def main(argv=None) -> int:
     payload = {"ckpt": str(args.ckpt), "data": str(args.data), "backend": real_backend.name,
                "precision": getattr(real_backend, "precision", None), "videos": len(videos),
                "stream_seconds": stream_seconds, "offline_average_mAP": offline.average_mAP,
-               "offline_mAP": [float(x) for x in offline.mAP], "rows": rows, "default_check": check,
+               "offline_mAP": [float(x) for x in offline.mAP], "offline_detections": offline_detections,
+               "rows": rows, "default_check": check,
                "nan_rows": [r["policy"] for r in rows if math.isnan(r["mean_end_delay_s"])]}
     if args.out:
         from gsmt_fast.files import atomic_write_json
@@ -303,7 +306,8 @@ def plot_curve(payload: dict, path: Path) -> None:
     ax.set_ylabel("streamed / offline average mAP")
     ax.set_title(f"streaming on {Path(payload['data']).name}: offline {payload['offline_average_mAP']:.4f}")
     ax.set_xlim(0, min(6.0, max(r["mean_end_delay_s"] for r in payload["rows"]) + 0.3))
-    ax.legend(fontsize=7, loc="lower right")
+    if any(len(rows) > 1 for rows in families.values()):
+        ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")

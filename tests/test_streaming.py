@@ -439,3 +439,19 @@ def test_disjoint_hops_stream_exactly_the_offline_windows(trained_run, small_thu
     grid = SnippetGrid.stride(video.fps, STRIDE, FRAMES)
     window_end = np.ceil(grid.to_units(streamed.segments[:, 1]) / t - 1e-9) * t
     np.testing.assert_allclose(streamed.gentime, ((window_end - 1) * STRIDE + FRAMES) / video.fps, atol=1e-9)
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_every_backend_streams_the_torch_detections(tiny_ckpt, det, backend):
+    """The session only calls run_windows: another backend streams the same detections (fp32; scores to the
+    backends' summation-order tolerance). The triton kernels run under the interpreter on a CPU."""
+    from gsmt_fast.kernels import triton_available
+
+    if backend == "triton" and not triton_available():
+        pytest.skip("triton is not installed")
+    x = _features(45, seed=18)
+    other = gsmt_fast.Detector(tiny_ckpt, backend=backend, precision="fp32")
+    expected, _ = _run(det, x, [20, 25])
+    got, _ = _run(other, x, [20, 25])
+    assert len(expected) > 5
+    _same(got, expected)
