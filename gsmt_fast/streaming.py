@@ -299,12 +299,14 @@ class _StreamState:
     def time_at(self, p: int) -> float:
         return stream_time(p, self.fps, self.feat_stride, self.num_frames)
 
-    def add(self, chunk) -> None:
+    def add(self, chunk, keep_copy: bool) -> None:
+        """Queue a checked chunk; ``keep_copy``: it waits beyond this call (a pool's tick), so it must not share
+        memory with the caller's array, which the caller may reuse."""
         if self.closing or self.closed:
             raise RuntimeError(f"stream {self._name()} is closed: push to a new stream")
         a = check_chunk(chunk, self.input_dim, f"stream {self._name()}: chunk")
         if len(a):
-            self._pending.append(a)
+            self._pending.append(a.copy() if keep_copy else a)
             self.received += len(a)
 
     def _name(self) -> str:
@@ -432,7 +434,7 @@ class StreamSession:
 
     def push(self, chunk) -> StreamDetections:
         state = self._state
-        state.add(chunk)
+        state.add(chunk, keep_copy=False)  # absorbed into the buffer before push returns
         return state.result(self._run(state.detector.batch_size))
 
     def close(self) -> StreamDetections:
@@ -513,7 +515,7 @@ class StreamPool:
 
     def push(self, stream_id, chunk) -> None:
         """Queue the next ``(n, d_in)`` features of a stream; they are processed at the next :meth:`tick`."""
-        self._get(stream_id).add(chunk)
+        self._get(stream_id).add(chunk, keep_copy=True)
 
     def close(self, stream_id) -> None:
         """Mark a stream finished: the next :meth:`tick` runs its last window, returns its remaining detections and

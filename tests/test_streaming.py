@@ -455,3 +455,18 @@ def test_every_backend_streams_the_torch_detections(tiny_ckpt, det, backend):
     got, _ = _run(other, x, [20, 25])
     assert len(expected) > 5
     _same(got, expected)
+
+
+def test_pool_keeps_its_own_copy_of_queued_chunks(det):
+    """A server reuses its receive buffer: changing it after push() must not change what the next tick sees."""
+    x = _features(40, seed=19)
+    pool = det.stream_pool(fps=FPS, policy=POLICY)
+    pool.open("a")
+    buffer = x.copy()
+    pool.push("a", buffer)
+    buffer[:] = np.nan
+    pooled = StreamDetections.concatenate([pool.tick().get("a", StreamDetections(np.zeros((0, 2)), np.zeros(0),
+                                                                                  np.zeros(0, np.int64))),
+                                           *pool.close_all().values()], class_names=det.class_names)
+    alone, _ = _run(det, x, [40])
+    _same(pooled, alone)
