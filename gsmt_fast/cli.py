@@ -1,4 +1,4 @@
-"""``gsmt-fast`` command line: synth, train, detect, eval, analyze, plot, demo, export, bench.
+"""``gsmt-fast`` command line: synth, train, detect, eval, analyze, plot, demo, export, stream, bench.
 
 Errors a user can cause (bad arguments, missing or unreadable files, an unwritable output, a corrupt checkpoint)
 end as one line ``gsmt-fast <cmd>: error: ...`` with exit status 2 when found before the command starts its work
@@ -260,6 +260,31 @@ def cmd_demo(a) -> int:
     return 0
 
 
+def cmd_stream(a) -> int:
+    """Replay a feature file (or read ``.npy`` chunks from standard input) as a live stream: one JSON line per
+    detection as it becomes final, then one summary line; nothing else on standard output."""
+    from .streaming import replay
+
+    if a.features == "-":
+        if a.realtime:
+            raise ValueError("--realtime paces a replayed file; standard input is read as its producer writes it")
+        source = sys.stdin.buffer
+    else:
+        source = Path(a.features)
+        if not source.is_file():
+            raise FileNotFoundError(f"--features {source}: no such file")
+    if a.threads is not None:
+        if a.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {a.threads}")
+        import torch
+
+        torch.set_num_threads(a.threads)
+    _start_work(a)
+    return replay(a.ckpt, source, out=sys.stdout, fps=a.fps, feat_stride=a.feat_stride, num_frames=a.num_frames,
+                  hop=a.hop, margin=a.margin, chunk=a.chunk, realtime=a.realtime, backend=a.backend, device=a.device,
+                  precision=a.precision, stream_id=a.stream_id)
+
+
 def find_bench_script() -> tuple[Path | None, list[Path]]:
     """``bench/run.py`` of the source checkout this package runs from (an editable install), or None.
 
@@ -410,6 +435,27 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--seed", type=int, default=0)
     dm.add_argument("--quiet", action="store_true")
     dm.set_defaults(fn=cmd_demo)
+
+    st = sub.add_parser("stream", help="replay features as a live stream: one JSON line per detection as it becomes "
+                        "final (docs/STREAMING.md)")
+    st.add_argument("--ckpt", required=True, help="checkpoint (.safetensors, window mode)")
+    st.add_argument("--features", required=True,
+                    help="a feature file (.npy/.npz/.csv) replayed as a stream, or - : .npy chunks on standard input "
+                         "(each written with numpy.save; pushed as it arrives)")
+    st.add_argument("--fps", type=float, help="frames per second of the video (default: the checkpoint's, if any)")
+    st.add_argument("--feat-stride", type=float, help="frames between consecutive snippets (default: checkpoint's)")
+    st.add_argument("--num-frames", type=float, help="frames per snippet (default: checkpoint's)")
+    st.add_argument("--hop", type=int, default=None, help="run the model every HOP snippets (default: the library's)")
+    st.add_argument("--margin", type=int, default=None, help="snippets after a detection's end before it is final")
+    st.add_argument("--chunk", type=int, default=1, help="snippets per push when replaying a file (default 1)")
+    st.add_argument("--realtime", action="store_true", help="replay the file at its real rate (fps / feat-stride)")
+    st.add_argument("--stream-id", default=None, help="value of the \"stream\" field of every output line")
+    st.add_argument("--backend", default="auto", help="reference | torch | triton | auto")
+    st.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: the backend's choice)")
+    st.add_argument("--precision", default=None, help="the backend's precision (default: the backend's)")
+    st.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: torch's; 1 is often faster for one stream on a busy machine)")
+    st.set_defaults(fn=cmd_stream)
 
     # Only listed here: main() hands every argument after `bench` to bench/run.py (see `gsmt-fast bench --help`).
     sub.add_parser("bench", help="throughput benchmark of the backends (runs the repository's bench/run.py; "

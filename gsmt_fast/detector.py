@@ -353,6 +353,21 @@ class Detector:
             half = len(windows) // 2
             return self.run_windows(windows[:half], final[:half]) + self.run_windows(windows[half:], final[half:])
 
+    # ------------------------------------------------------------------ streaming (gsmt_fast/streaming.py)
+    def stream(self, fps=None, feat_stride=None, num_frames=None, hop=None, margin=None, policy=None,
+               stream_id=None):
+        """A live stream: ``session.push(chunk)`` → the detections that became final (with ``gentime``),
+        ``session.close()`` → the rest. See :class:`gsmt_fast.streaming.StreamSession` and docs/STREAMING.md."""
+        from .streaming import StreamSession
+
+        return StreamSession(self, fps, feat_stride, num_frames, hop, margin, policy, stream_id)
+
+    def stream_pool(self, fps=None, feat_stride=None, num_frames=None, hop=None, margin=None, policy=None):
+        """Many streams batched into one model call per ``tick()``: :class:`gsmt_fast.streaming.StreamPool`."""
+        from .streaming import StreamPool
+
+        return StreamPool(self, fps, feat_stride, num_frames, hop, margin, policy)
+
     def video_result(self, parts: list[WindowDetections], duration=None, video_id=None) -> DetectionResult:
         """One video's detections from the outputs of all its windows: a single final window is the result as it
         is; otherwise the windows' candidates (seconds, unclamped) are merged and suppressed by one SoftNMS. Then
