@@ -450,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--chunk", type=int, default=1, help="snippets per push when replaying a file (default 1)")
     st.add_argument("--realtime", action="store_true", help="replay the file at its real rate (fps / feat-stride)")
     st.add_argument("--stream-id", default=None, help="value of the \"stream\" field of every output line")
-    st.add_argument("--backend", default="auto", help="reference | torch | triton | auto")
+    st.add_argument("--backend", default="auto", help="reference | torch | triton | onnxruntime | tensorrt | auto")
     st.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: the backend's choice)")
     st.add_argument("--precision", default=None, help="the backend's precision (default: the backend's)")
     st.add_argument("--threads", type=int, default=None,

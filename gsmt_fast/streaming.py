@@ -7,7 +7,7 @@ model every ``hop`` snippets, at the fixed stream positions ``hop, 2·hop, …``
 window's detections after its own SoftNMS). An :class:`EmissionPolicy` turns the detections of consecutive windows
 into final detections; each one is reported once, with its ``gentime``, and never changed.
 
-Decisions (one line each; the measurements are in bench/RESULTS_streaming.md):
+Decisions (one line each; the measurements are in bench/RESULTS.md, "Streaming"):
 
 - The model runs at fixed stream positions, every ``hop`` snippets, whatever the chunking of the pushes.
 - Default hop 8: the knee of the measured delay/cost curve (hop 4 doubles the model work for a little less delay).
