@@ -256,7 +256,7 @@ def cmd_plot(a) -> int:
 def cmd_demo(a) -> int:
     from .demo import run_demo
 
-    run_demo(a.out, seed=a.seed, quiet=a.quiet)
+    run_demo(a.out, seed=a.seed, quiet=not _progress(a))
     return 0
 
 
