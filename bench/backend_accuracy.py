@@ -3,12 +3,16 @@
 
     python bench/backend_accuracy.py --data DIR --ckpt best.safetensors --tious thumos \\
         --runs reference,torch:fp32,torch:bf16,triton:fp32,triton:fp16,triton:bf16 --device cuda --out result.json
+    python bench/backend_accuracy.py --data DIR --ckpt best.safetensors --tious thumos \\
+        --runs reference,onnxruntime:fp32,onnxruntime:fp16,onnxruntime:int8 --calibration TRAIN_DIR
 
 ``--data`` is a benchmark folder (``annotations.json`` + ``features/``, as ``gsmt-fast synth`` writes); the
 validation split is detected with each ``backend:precision`` and evaluated at the THUMOS (0.3:0.1:0.7) or
 ActivityNet (0.5:0.05:0.95) thresholds. Per run: average mAP, its difference to the first run (the reference), and
 how many videos have exactly the reference's labels and segments (|Δ| ≤ 1e-6 s) and the largest score difference.
-Runs that cannot be constructed here are reported as skipped with the reason.
+Runs that cannot be constructed here are reported as skipped with the reason. ``onnxruntime:int8`` is calibrated on
+the training split of ``--calibration`` (a dataset folder from ``gsmt-fast synth``, seed 0: the data the
+checkpoints were trained on).
 """
 
 from __future__ import annotations
@@ -47,6 +51,9 @@ def main(argv=None) -> int:
     p.add_argument("--runs", default="reference,torch:fp32,torch:bf16")
     p.add_argument("--device", default=None)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--calibration", type=Path, default=None,
+                   help="dataset folder whose training split calibrates int8 runs (onnxruntime:int8); the calibrated "
+                        "model goes to the export cache, where the backend finds it")
     args = p.parse_args(argv)
 
     import gsmt_fast
@@ -58,6 +65,10 @@ def main(argv=None) -> int:
     for spec in args.runs.split(","):
         backend, _, precision = spec.partition(":")
         try:
+            if precision == "int8":
+                from gsmt_fast.export import export_onnx
+
+                export_onnx(args.ckpt, None, precision="int8", calibration=args.calibration)
             det = gsmt_fast.Detector(args.ckpt, backend=backend, device=args.device, precision=precision or None)
         except Exception as error:  # noqa: BLE001 - report and go on: the other runs still mean something
             rows.append({"run": spec, "skipped": f"{type(error).__name__}: {error}"})

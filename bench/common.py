@@ -38,10 +38,25 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+def cpu_isa() -> str:
+    """The CPU's widest matrix/vector instruction sets, as the CPU backends' speed depends on them: ``AMX``,
+    ``AVX512-BF16``, ``AVX-512``, ``AVX2`` (those present, '+'-joined; ``unknown`` without /proc/cpuinfo)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    found = [name for name, flag in (("AMX", "amx_bf16"), ("AVX512-BF16", "avx512_bf16"), ("AVX-512", "avx512f"),
+                                     ("AVX512-VNNI", "avx512_vnni"), ("AVX-VNNI", "avx_vnni"), ("AVX2", "avx2"))
+             if flag in flags]
+    return "+".join(found) or "no AVX2"
+
+
 def device_name(device: str) -> str:
+    """GPU name, or the CPU model with its instruction sets (``AMD EPYC [AVX2]``)."""
     if torch.device(device).type == "cuda":
         return torch.cuda.get_device_name(torch.device(device))
-    return cpu_model()
+    return f"{cpu_model()} [{cpu_isa()}]"
 
 
 def git_commit(repo: Path = REPO_ROOT) -> str:

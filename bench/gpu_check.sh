@@ -21,6 +21,8 @@ Steps (each logged to RESULTS_DIR/<step>.log, with its own timeout; total under 
   bench_postprocess bench/bench_postprocess.py (CUDA post-processing throughput)
   bench_kernels     bench/kernels/bench_*.py: each Triton kernel vs eager PyTorch and torch.compile
   bench             bench/run.py --device cuda (Detector.detect from host features, torch and triton backends)
+  bench_streaming   bench/bench_streaming.py on cuda, triton backend (the accuracy step's data): per-push latency of
+                    one stream and the number of THUMOS-rate streams one process keeps up with (goal 10,000)
   sharded_detect    bench/bench_distributed.py: `torchrun -m gsmt_fast.cli detect` with one rank per GPU (40 s)
 Then RESULTS_DIR/summary.txt with PASS/FAIL/TIMEOUT/SKIP per step and the engine's GPU targets (bench/gpu_targets.py:
 MET / NOT MET / NOT MEASURED from the JSON the steps wrote); exit status 1 if any step failed.
@@ -208,14 +210,20 @@ bench_triton() {
   else "$PY" bench/bench_triton.py --batches 1,64,256,1024 --seconds 0.5 --out "$RESULTS_DIR"; fi
 }
 
-accuracy() {
-  local runs="reference,torch:fp32,triton:fp32,triton:fp16,triton:bf16" device="cuda" rc=0
-  if [ "$DRY_RUN" = 1 ]; then runs="reference,torch:fp32"; device="cpu"; fi
-  local assets=.gpu_assets
-  if [ ! -d "$assets" ]; then  # synthesize the validation splits; the checkpoints ship in bench/assets/
-    assets="$RESULTS_DIR/assets"
-    "$PY" bench/make_gpu_assets.py --out "$assets" || return 1
+# The accuracy/streaming data: .gpu_assets/ when it came with the call, else built once into RESULTS_DIR/assets/
+# (the synthetic validation splits + the checkpoints shipped in bench/assets/; seconds). Prints the folder.
+gpu_assets() {
+  if [ -d .gpu_assets ]; then echo .gpu_assets; return 0; fi
+  if [ ! -f "$RESULTS_DIR/assets/anet.safetensors" ]; then
+    "$PY" bench/make_gpu_assets.py --out "$RESULTS_DIR/assets" >&2 || return 1
   fi
+  echo "$RESULTS_DIR/assets"
+}
+
+accuracy() {
+  local runs="reference,torch:fp32,triton:fp32,triton:fp16,triton:bf16" device="cuda" rc=0 assets
+  if [ "$DRY_RUN" = 1 ]; then runs="reference,torch:fp32"; device="cpu"; fi
+  assets="$(gpu_assets)" || return 1
   "$PY" bench/backend_accuracy.py --data "$assets/thumos" --ckpt "$assets/thumos.safetensors" --tious thumos \
     --runs "$runs" --device "$device" --out "$RESULTS_DIR/accuracy_thumos.json" || rc=1
   "$PY" bench/backend_accuracy.py --data "$assets/anet" --ckpt "$assets/anet.safetensors" --tious anet \
@@ -234,7 +242,7 @@ bench_kernels() {
   return "$rc"
 }
 
-# --- sharded detection (issue 16, docs/SCALING.md) ------------------------------------------------------------------
+# --- sharded detection (docs/SCALING.md) ---------------------------------------------------------------------------
 # torchrun with one rank per GPU over a synthetic archive; the detection throughput lands in
 # RESULTS_DIR/RESULTS_distributed.md and distributed.json. One GPU here; on a node with N GPUs set SHARDED_RANKS=1,N
 # to time the scale-out. The torch backend: within 40 s there is no time for Triton to compile another model's kernels.
@@ -247,9 +255,25 @@ sharded_detect() {
     --json "$RESULTS_DIR/distributed.json"
 }
 
+# --- streaming (docs/STREAMING.md) ------------------------------------------------------------------------------------
+bench_streaming() {
+  local assets
+  assets="$(gpu_assets)" || return 1
+  local args=(--ckpt "$assets/thumos.safetensors" --data "$assets/thumos" --skip-memory --fixed-name
+              --out "$RESULTS_DIR")
+  if [ "$DRY_RUN" = 1 ]; then
+    "$PY" bench/bench_streaming.py "${args[@]}" --device cpu --backends torch --latency-snippets 200 \
+      --streams 10 --stream-seconds 5
+  else
+    # 10,000 streams push 8 snippets each per hop (a server reads its sockets in batches) and tick once per hop.
+    "$PY" bench/bench_streaming.py "${args[@]}" --device cuda --backends triton --latency-snippets 400 \
+      --streams 2000,10000 --stream-seconds 6 --push-snippets 8 --tick-snippets 8
+  fi
+}
+
 export PY DRY_RUN RESULTS_DIR BENCH_ARGS="${BENCH_ARGS:-}"
-export -f env_info build import_check pytest_gpu bench bench_postprocess bench_triton accuracy bench_kernels
-export -f sharded_detect
+export -f env_info build import_check pytest_gpu bench bench_postprocess bench_triton accuracy bench_kernels \
+  gpu_assets bench_streaming sharded_detect
 echo "gpu_check: repo $REPO, results $RESULTS_DIR, python $PY, dry-run $DRY_RUN, limit ${LIMIT_S} s"
 step env 30 env_info
 if [ "$BUILD" = 1 ]; then step build 170 build; else skip build "--no-build"; fi
@@ -259,9 +283,10 @@ step bench_triton 100 bench_triton
 step accuracy 120 accuracy
 if [ -f bench/bench_postprocess.py ]; then step bench_postprocess 50 bench_postprocess
 else skip bench_postprocess "bench/bench_postprocess.py not present"; fi
+step bench_streaming 60 bench_streaming
+step sharded_detect 40 sharded_detect
 step bench_kernels 130 bench_kernels
 step bench 120 bench
-step sharded_detect 40 sharded_detect
 
 TOTAL=$(( $(date +%s) - START ))
 {

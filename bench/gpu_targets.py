@@ -6,7 +6,8 @@ numbers are the ones the benchmarks wrote. The targets are set for an H100 or H2
 other device the table says so and the verdicts are informational.
 
 Files read (all optional): ``bench_triton.json`` (bench/bench_triton.py), ``accuracy_thumos.json`` and
-``accuracy_anet.json`` (bench/backend_accuracy.py), ``bench_postprocess.json`` (bench/bench_postprocess.py --out).
+``accuracy_anet.json`` (bench/backend_accuracy.py), ``bench_postprocess.json`` (bench/bench_postprocess.py --out),
+``bench_streaming.json`` (bench/bench_streaming.py --fixed-name).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ SPEEDUP = 50.0  # x the reference backend in the same run
 LATENCY_MS = 1.0  # batch-1 latency, features to detections
 MAP_DELTA = 0.005  # bf16 (and the fp16 default) mAP within this of the reference
 CUDA_POSTPROCESS_VPS = 200_000  # CUDA post-processing, batch 1024, T = 256
+STREAMS = 10_000  # concurrent THUMOS-rate streams one process keeps up with (triton backend, default hop)
 
 
 @dataclass
@@ -91,6 +93,17 @@ def evaluate(results_dir: Path) -> tuple[list[Target], str]:
     t = Target("CUDA post-processing, T 256, batch 1024", f">= {CUDA_POSTPROCESS_VPS:,} videos/s")
     if cuda:
         t.check(cuda[0]["vps"] >= CUDA_POSTPROCESS_VPS, f"{cuda[0]['vps']:,.0f} videos/s")
+    targets.append(t)
+
+    streaming = _load(results_dir / "bench_streaming.json") or {}
+    pools = [r for r in streaming.get("streams", []) if r.get("backend") == "triton"]
+    t = Target("concurrent THUMOS-rate streams (triton)", f">= {STREAMS:,} in real time")
+    if pools:
+        best = max((r for r in pools if r["realtime"]), key=lambda r: r["streams"], default=None)
+        largest = max(pools, key=lambda r: r["streams"])
+        text = (f"{best['streams']:,} sustained" if best else "none sustained") + \
+            f"; {largest['streams']:,} streams: {largest['load']:.2f} s wall per stream second"
+        t.check(best is not None and best["streams"] >= STREAMS, text)
     targets.append(t)
     return targets, device
 

@@ -27,6 +27,7 @@ appended to ``bench/RESULTS.md`` (``--results-md``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import os
@@ -180,16 +181,31 @@ def bench_point(det, videos, time_kw, timing: Timing, device) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------- the sweep
-def open_backends(ckpt: Path, names: list[str], device: str, log) -> tuple[dict, list[dict]]:
+def open_backends(ckpt: Path, names: list[str], device: str, log, calibration=None) -> tuple[dict, list[dict]]:
+    """One Detector per name; a name may carry a precision (``torch:bf16``, ``onnxruntime:int8``). int8 needs a
+    calibrated model: ``calibration`` (packed windows) fills the export cache first."""
     detectors, skipped = {}, []
-    for name in names:
+    for spec in names:
+        name, _, precision = spec.partition(":")
         try:
-            detectors[name] = gsmt_fast.Detector(ckpt, backend=name, device=device)
+            if precision == "int8":
+                from gsmt_fast.export import export_onnx
+
+                export_onnx(ckpt, None, precision="int8", calibration=calibration)
+            detectors[spec] = gsmt_fast.Detector(ckpt, backend=name, device=device, precision=precision or None)
         except Exception as e:  # noqa: BLE001 - any failure means "not available here"; the reason is reported
             reason = f"{type(e).__name__}: {e}"
-            skipped.append({"backend": name, "reason": reason})
-            log(f"  skip backend {name!r}: {reason}")
+            skipped.append({"backend": spec, "reason": reason})
+            log(f"  skip backend {spec!r}: {reason}")
     return detectors, skipped
+
+
+def calibration_windows(ckpt: Path, pool, time_kw, count: int = 64):
+    """Packed windows of the first ``count`` pool videos, cut as detect() cuts them (int8 calibration: speed does
+    not depend on which windows calibrate)."""
+    det = gsmt_fast.Detector(ckpt, backend="reference")
+    videos, kw = common.batch_of(pool, time_kw, min(count, len(pool)))
+    return det.backend.pack([w for p in det.plan(videos, **kw) for w in p.windows])
 
 
 def model_info(model, mode: str) -> dict:
@@ -223,14 +239,15 @@ def run_sweep(args, log=print) -> dict:
         f"{torch.get_num_threads()} threads, commit {report['env']['commit']}, "
         f"load average {report['env']['loadavg_1m']}")
 
-    with tempfile.TemporaryDirectory(prefix="gsmt_bench_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="gsmt_bench_") as tmp, export_cache(Path(tmp) / "cache"):
         for n_config, (t, mode, k) in enumerate(configs):
             log(f"[T={t} {mode} K={k}]")
             model = random_model(args.preset, t, k, args.input_dim, args.seed)
             report["models"].append(model_info(model, mode))
             ckpt = write_checkpoint(model, mode, Path(tmp))
             pool, time_kw = make_videos(t, mode, args.input_dim, min(VIDEO_POOL, max(batches)), args.seed + 1)
-            detectors, skipped = open_backends(ckpt, backends, device, log)
+            calibration = calibration_windows(ckpt, pool, time_kw) if any(":int8" in b for b in backends) else None
+            detectors, skipped = open_backends(ckpt, backends, device, log, calibration)
             report["skipped"] += [dict(s, T=t, mode=mode, K=k) for s in skipped]
             # Each configuration, then each backend/peer in it, gets an equal share of the budget that is left, so
             # that a slow first configuration cannot starve the others.
@@ -250,6 +267,20 @@ def run_sweep(args, log=print) -> dict:
     report["elapsed_s"] = time.monotonic() - start
     report["env"]["loadavg_1m_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return report
+
+
+@contextlib.contextmanager
+def export_cache(folder: Path):
+    """ONNX exports of the throwaway benchmark models go to ``folder``, not to the user's cache."""
+    previous = os.environ.get("GSMT_FAST_CACHE")
+    os.environ["GSMT_FAST_CACHE"] = str(folder)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("GSMT_FAST_CACHE", None)
+        else:
+            os.environ["GSMT_FAST_CACHE"] = previous
 
 
 def share(timing: Timing, parts: int) -> Timing:
@@ -414,8 +445,9 @@ def build_parser(prog: str = "bench/run.py") -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="CPU smoke run: batches 1,16,64, K=20, few repetitions, 150 s budget (< 3 min on 2 cores)")
-    p.add_argument("--backends", default="all", help=f"comma list of {', '.join(BACKENDS)} or 'all' (default); "
-                   "backends that fail to construct here are skipped with the reason")
+    p.add_argument("--backends", default="all", help=f"comma list of {', '.join(BACKENDS)} or 'all' (default), each "
+                   "optionally with a precision (torch:bf16, onnxruntime:int8); backends that fail to construct here "
+                   "are skipped with the reason")
     p.add_argument("--batches", type=parse_int_list, help=f"videos per detect call (default {DEFAULT_BATCHES})")
     p.add_argument("--T", dest="temporal_scales", type=parse_temporal_scales, default=None,
                    help=f"temporal scales, each T or T:mode (default {DEFAULT_T}: 100 is resize mode, others window)")

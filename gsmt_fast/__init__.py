@@ -19,9 +19,14 @@ _EXPORTS = {
     "load_checkpoint": "gsmt_fast.checkpoint",
     "Detector": "gsmt_fast.detector",
     "DetectionResult": "gsmt_fast.detector",
+    "StreamSession": "gsmt_fast.streaming",
+    "StreamPool": "gsmt_fast.streaming",
+    "StreamDetections": "gsmt_fast.streaming",
+    "EmissionPolicy": "gsmt_fast.streaming",
     "soft_nms": "gsmt_fast.postprocess.soft_nms",
     "evaluate": "gsmt_fast.evaluation",
     "EvaluationResult": "gsmt_fast.evaluation",
+    "export_onnx": "gsmt_fast.export",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -1,4 +1,4 @@
-"""``gsmt-fast`` command line: synth, train, detect, eval, analyze, plot, demo, bench.
+"""``gsmt-fast`` command line: synth, train, detect, eval, analyze, plot, demo, export, stream, bench.
 
 Errors a user can cause (bad arguments, missing or unreadable files, an unwritable output, a corrupt checkpoint)
 end as one line ``gsmt-fast <cmd>: error: ...`` with exit status 2 when found before the command starts its work
@@ -47,10 +47,13 @@ def cmd_synth(a) -> int:
 
 
 def cmd_train(a) -> int:
+    from .distributed import per_rank_batch, torchrun_env
     from .files import check_output_path
     from .train import load_config, train
 
     cfg = load_config(a.config, a.set or [])
+    env = torchrun_env()
+    per_rank_batch(int(cfg["train"]["batch_size"]), env[1] if env else 1)  # the global batch must split evenly
     check_output_path(a.out, "folder")
     _start_work(a)
     train(cfg, a.out, data_root=a.data, resume=a.resume, progress=_progress(a))
@@ -123,6 +126,9 @@ def cmd_detect(a) -> int:
     plans = det.plan(arrays, video_id=ids, feat_stride=a.feat_stride, num_frames=a.num_frames, **time_kw)
     del plans  # every video's features and time metadata are valid: the work can start
     _start_work(a)
+    if not a.quiet:
+        print(f"backend: {det.backend.name} ({getattr(det.backend, 'precision', 'fp32')}"
+              f"{', picked by auto' if a.backend == 'auto' else ''})", file=sys.stderr)
     t0 = time.perf_counter()
     results = det.detect(arrays, video_id=ids, feat_stride=a.feat_stride, num_frames=a.num_frames,
                          progress=_progress(a), **time_kw)
@@ -186,6 +192,21 @@ def cmd_detect_sharded(a) -> int:
     return 0
 
 
+def cmd_export(a) -> int:
+    from .export import export_main
+    from .files import check_output_path
+
+    if a.format == "tensorrt" and a.out is None:
+        raise ValueError("--format tensorrt needs --out (the engine file to write)")
+    if a.out is not None:
+        check_output_path(a.out)
+    # A missing optional package (onnx, onnxruntime, tensorrt) or GPU is one error line naming what to install.
+    path = export_main(a.ckpt, a.out, a.format, precision=a.precision or ("fp16" if a.format == "tensorrt" else "fp32"),
+                       opset=a.opset, batch=a.batch, calibration=a.calibration, workspace_gib=a.workspace_gib)
+    print(f"wrote {path}{' (export cache)' if a.out is None else ''}")
+    return 0
+
+
 def cmd_eval(a) -> int:
     from .evaluation import evaluate, parse_thresholds
 
@@ -237,6 +258,31 @@ def cmd_demo(a) -> int:
 
     run_demo(a.out, seed=a.seed, quiet=a.quiet)
     return 0
+
+
+def cmd_stream(a) -> int:
+    """Replay a feature file (or read ``.npy`` chunks from standard input) as a live stream: one JSON line per
+    detection as it becomes final, then one summary line; nothing else on standard output."""
+    from .streaming import replay
+
+    if a.features == "-":
+        if a.realtime:
+            raise ValueError("--realtime paces a replayed file; standard input is read as its producer writes it")
+        source = sys.stdin.buffer
+    else:
+        source = Path(a.features)
+        if not source.is_file():
+            raise FileNotFoundError(f"--features {source}: no such file")
+    if a.threads is not None:
+        if a.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {a.threads}")
+        import torch
+
+        torch.set_num_threads(a.threads)
+    _start_work(a)
+    return replay(a.ckpt, source, out=sys.stdout, fps=a.fps, feat_stride=a.feat_stride, num_frames=a.num_frames,
+                  hop=a.hop, margin=a.margin, chunk=a.chunk, realtime=a.realtime, backend=a.backend, device=a.device,
+                  precision=a.precision, stream_id=a.stream_id)
 
 
 def find_bench_script() -> tuple[Path | None, list[Path]]:
@@ -305,11 +351,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--split", help="subset of --annotations to run on (e.g. validation)")
     d.add_argument("--tiou", default="0.3:0.1:0.7", help="tIoU thresholds for the evaluation (start:step:stop)")
     d.add_argument("--backend", default="auto",
-                   help="reference | torch | triton | auto (default: triton on a GPU, torch on a CPU)")
+                   help="reference | torch | triton | onnxruntime | tensorrt | auto (default; what it picks: "
+                        "docs/DEPLOYING.md)")
     d.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: the backend's choice)")
     d.add_argument("--precision", default=None,
-                   help="fp32 | bf16 (torch) | fp16 (triton); default: the backend's (torch: bf16 on CPUs with "
-                        "native bf16, else fp32; triton: fp16). Training-time validation uses fp32")
+                   help="fp32 | bf16 (torch, triton, tensorrt) | fp16 (triton, onnxruntime, tensorrt) | int8 "
+                        "(onnxruntime, calibrated by `gsmt-fast export`); default: the backend's (torch: bf16 on "
+                        "CPUs with native bf16, else fp32; triton, tensorrt: fp16; onnxruntime: fp32). Training-time "
+                        "validation uses fp32")
     d.add_argument("--batch-size", type=int, default=64, help="windows per forward pass")
     d.add_argument("--quiet", action="store_true")
     g = d.add_argument_group("sharded, resumable detection (also automatic under torchrun; see docs/SCALING.md)")
@@ -365,11 +414,48 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--top-k", type=int, default=10, help="detections to draw, 1 … 200 (default 10)")
     pl.set_defaults(fn=cmd_plot)
 
+    x = sub.add_parser("export", help="export the network to ONNX or a TensorRT engine (post-processing stays in "
+                       "the compiled extension; docs/DEPLOYING.md)")
+    x.add_argument("--ckpt", required=True, help="checkpoint (.safetensors)")
+    x.add_argument("--format", default="onnx", choices=["onnx", "tensorrt"])
+    x.add_argument("--out", default=None, help="file to write (onnx: default the export cache, where "
+                   "Detector(backend='onnxruntime') finds it)")
+    x.add_argument("--precision", default=None, help="onnx: fp32 (default) | fp16 | bf16 (opset >= 22) | int8 "
+                   "(needs --calibration); tensorrt: fp16 (default) | bf16 | fp32")
+    x.add_argument("--opset", type=int, default=None, help="ONNX opset (default 20, the newest TensorRT 10 parses)")
+    x.add_argument("--batch", default=None, metavar="MIN:OPT:MAX",
+                   help="dynamic batch range (default 1:64:1024); TensorRT's optimisation profile")
+    x.add_argument("--calibration", default=None, metavar="DIR",
+                   help="int8: dataset folder (annotations.json + features/) whose training split calibrates")
+    x.add_argument("--workspace-gib", type=float, default=None, help="tensorrt: builder workspace (default 4)")
+    x.set_defaults(fn=cmd_export)
+
     dm = sub.add_parser("demo", help="synthesize, train, detect, evaluate and plot on the thumos-like benchmark")
     dm.add_argument("--out", default="demo_out")
     dm.add_argument("--seed", type=int, default=0)
     dm.add_argument("--quiet", action="store_true")
     dm.set_defaults(fn=cmd_demo)
+
+    st = sub.add_parser("stream", help="replay features as a live stream: one JSON line per detection as it becomes "
+                        "final (docs/STREAMING.md)")
+    st.add_argument("--ckpt", required=True, help="checkpoint (.safetensors, window mode)")
+    st.add_argument("--features", required=True,
+                    help="a feature file (.npy/.npz/.csv) replayed as a stream, or - : .npy chunks on standard input "
+                         "(each written with numpy.save; pushed as it arrives)")
+    st.add_argument("--fps", type=float, help="frames per second of the video (default: the checkpoint's, if any)")
+    st.add_argument("--feat-stride", type=float, help="frames between consecutive snippets (default: checkpoint's)")
+    st.add_argument("--num-frames", type=float, help="frames per snippet (default: checkpoint's)")
+    st.add_argument("--hop", type=int, default=None, help="run the model every HOP snippets (default: the library's)")
+    st.add_argument("--margin", type=int, default=None, help="snippets after a detection's end before it is final")
+    st.add_argument("--chunk", type=int, default=1, help="snippets per push when replaying a file (default 1)")
+    st.add_argument("--realtime", action="store_true", help="replay the file at its real rate (fps / feat-stride)")
+    st.add_argument("--stream-id", default=None, help="value of the \"stream\" field of every output line")
+    st.add_argument("--backend", default="auto", help="reference | torch | triton | onnxruntime | tensorrt | auto")
+    st.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: the backend's choice)")
+    st.add_argument("--precision", default=None, help="the backend's precision (default: the backend's)")
+    st.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: torch's; 1 is often faster for one stream on a busy machine)")
+    st.set_defaults(fn=cmd_stream)
 
     # Only listed here: main() hands every argument after `bench` to bench/run.py (see `gsmt-fast bench --help`).
     sub.add_parser("bench", help="throughput benchmark of the backends (runs the repository's bench/run.py; "

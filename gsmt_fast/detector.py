@@ -25,21 +25,44 @@ from .model import GSMT
 from .results import RESULTS_VERSION, arrays_to_records
 
 BACKENDS = ("reference", "torch", "triton", "onnxruntime", "tensorrt")
+# The CPU backend of backend="auto" on CPUs without native bf16 units (AVX2). onnxruntime fp32 ran faster than
+# torch fp32 on a loaded AVX2 machine, but its graph moved the anet-like validation mAP by -0.011 (scores saturated
+# near 1 reorder in SoftNMS on their last bits), outside the +-0.005 a default may move; torch fp32 gives the
+# reference's detections exactly (bench/RESULTS.md, "Compiled deployment").
+AVX2_CPU_BACKEND = "torch"
+AUTO_FALLBACK = {"tensorrt": "triton", "onnxruntime": "torch"}  # what auto takes when the compiled one fails to build
 
 
-def default_backend(device=None) -> str:
-    """What ``backend="auto"`` picks: on a CUDA device (``device="cuda..."``, or ``None`` with a GPU visible)
-    ``triton`` when triton and the CUDA post-processing are there; otherwise ``torch`` (model + C++
-    post-processing) when the extension is built, else ``reference``."""
+def default_backend(device=None, precision: str | None = None) -> str:
+    """What ``backend="auto"`` picks (docs/DEPLOYING.md, "What auto picks").
+
+    On a CUDA device (``device="cuda..."``, or ``None`` with a GPU visible) with the CUDA post-processing built:
+    ``tensorrt`` when the tensorrt package is installed (the Detector falls back to ``triton`` when its engine does
+    not build), else ``triton`` when triton is there. On a CPU: ``torch`` on CPUs with native bf16 units (its bf16
+    path); elsewhere :data:`AVX2_CPU_BACKEND` (``torch`` fp32: the reference's detections exactly; see the
+    constant for why not ``onnxruntime``) — and ``torch`` whenever a precision is asked for: ``fp32`` then means the
+    reference model's arithmetic bit for bit (training-time validation and ``gsmt-fast detect --precision fp32``
+    agree exactly). ``reference`` without the extension."""
     from .postprocess import native
 
     wants_cuda = str(device).startswith("cuda") if device is not None else _cuda_visible()
     if wants_cuda and native.cuda_available():
+        from .backends.tensorrt_backend import tensorrt_available
         from .kernels import triton_available
 
+        if tensorrt_available():
+            return "tensorrt"
         if triton_available():
             return "triton"
-    return "torch" if native.available() else "reference"
+    if not native.available():
+        return "reference"
+    from .backends.torch_backend import cpu_supports_bf16
+
+    if cpu_supports_bf16() or AVX2_CPU_BACKEND == "torch" or precision is not None:
+        return "torch"
+    from .backends.onnxruntime_backend import onnxruntime_available
+
+    return AVX2_CPU_BACKEND if onnxruntime_available() else "torch"
 
 
 def _cuda_visible() -> bool:
@@ -169,7 +192,7 @@ class Detector:
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer (windows per forward pass), got {batch_size!r}")
         self.batch_size = int(batch_size)
-        self.backend = self._make_backend(backend, model, device, precision)
+        self.backend = self._make_backend(backend, model, device, precision, meta)
 
     @classmethod
     def from_model(cls, model: GSMT, class_names, grid: GridConfig, input_mode: str,
@@ -181,7 +204,7 @@ class Detector:
                    _meta=meta)
 
     @staticmethod
-    def _make_backend(name: str, model: GSMT, device, precision):
+    def _make_backend(name: str, model: GSMT, device, precision, meta: CheckpointMeta | None = None):
         if device is not None:
             import torch
 
@@ -190,7 +213,16 @@ class Detector:
                 raise RuntimeError(f"device {str(device)!r} was asked for, but this PyTorch sees no CUDA device "
                                    "(torch.cuda.is_available() is False); use device='cpu'")
         if name == "auto":
-            name = default_backend(device)
+            name = default_backend(device, precision)
+            if name in AUTO_FALLBACK:  # a compiled backend that must export/build first: if that fails, the next
+                try:
+                    return Detector._make_backend(name, model, device, precision, meta)
+                except Exception as e:  # noqa: BLE001 - any failure to export or build means "use the next one"
+                    import warnings
+
+                    warnings.warn(f"backend='auto': the {name} engine is not usable ({e}); using "
+                                  f"{AUTO_FALLBACK[name]}", stacklevel=3)
+                    name = AUTO_FALLBACK[name]
         if name == "reference":
             from .backends.reference import ReferenceBackend
 
@@ -203,9 +235,14 @@ class Detector:
             from .backends.triton_backend import TritonBackend
 
             return TritonBackend(model, device=device, precision=precision)
-        if name in BACKENDS:
-            raise NotImplementedError(f"backend {name!r} is not implemented yet; available: 'reference', 'torch', "
-                                      "'triton'")
+        if name == "onnxruntime":
+            from .backends.onnxruntime_backend import OnnxRuntimeBackend
+
+            return OnnxRuntimeBackend(model, device=device, precision=precision, meta=meta)
+        if name == "tensorrt":
+            from .backends.tensorrt_backend import TensorRTBackend
+
+            return TensorRTBackend(model, device=device, precision=precision, meta=meta)
         raise ValueError(f"unknown backend {name!r}; valid backends: {BACKENDS} or 'auto'")
 
     # ------------------------------------------------------------------ planning
@@ -315,6 +352,21 @@ class Detector:
                 torch.cuda.empty_cache()
             half = len(windows) // 2
             return self.run_windows(windows[:half], final[:half]) + self.run_windows(windows[half:], final[half:])
+
+    # ------------------------------------------------------------------ streaming (gsmt_fast/streaming.py)
+    def stream(self, fps=None, feat_stride=None, num_frames=None, hop=None, margin=None, policy=None,
+               stream_id=None):
+        """A live stream: ``session.push(chunk)`` → the detections that became final (with ``gentime``),
+        ``session.close()`` → the rest. See :class:`gsmt_fast.streaming.StreamSession` and docs/STREAMING.md."""
+        from .streaming import StreamSession
+
+        return StreamSession(self, fps, feat_stride, num_frames, hop, margin, policy, stream_id)
+
+    def stream_pool(self, fps=None, feat_stride=None, num_frames=None, hop=None, margin=None, policy=None):
+        """Many streams batched into one model call per ``tick()``: :class:`gsmt_fast.streaming.StreamPool`."""
+        from .streaming import StreamPool
+
+        return StreamPool(self, fps, feat_stride, num_frames, hop, margin, policy)
 
     def video_result(self, parts: list[WindowDetections], duration=None, video_id=None) -> DetectionResult:
         """One video's detections from the outputs of all its windows: a single final window is the result as it

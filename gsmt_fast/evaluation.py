@@ -224,14 +224,15 @@ def interpolated_average_precision(precision: np.ndarray, recall: np.ndarray) ->
 
 def match_class_predictions(
     gt_by_video: Mapping[str, np.ndarray],
-    predictions: Sequence[tuple[str, float, float, float]],
+    predictions: Sequence[tuple],
     thresholds: Sequence[float],
 ) -> tuple[np.ndarray, np.ndarray]:
     """The official greedy matching of one class's predictions to its GT, at each threshold (module docstring).
 
     Args:
         gt_by_video: ``{video_id: (G, 2) segments}`` of this class (videos without GT of the class may be absent).
-        predictions: ``(video_id, start, end, score)`` in input order (the sort below is stable).
+        predictions: ``(video_id, start, end, score, ...)`` in input order (the sort below is stable; extra fields
+            are carried along and ignored).
         thresholds: normalised tIoU thresholds.
 
     Returns:
@@ -247,7 +248,7 @@ def match_class_predictions(
     # locked[video][k, g]: GT g of that video is already matched at threshold k
     locked = {video: np.zeros((len(thresholds), len(segments)), dtype=bool) for video, segments in gt_by_video.items()}
     for index in order:
-        video_id, start, end, _ = predictions[index]
+        video_id, start, end = predictions[index][:3]
         segments = gt_by_video.get(video_id)
         if segments is None or len(segments) == 0:
             continue
@@ -287,6 +288,58 @@ def average_precision_for_class(
     return ap
 
 
+def _predictions_by_class(results: Mapping[str, list], gt_videos: Mapping, class_names: Sequence[str],
+                          warn: bool) -> dict[str, list[tuple[str, float, float, float, int]]]:
+    """``{class: [(video_id, start, end, score, position of the record in its video's list)]}`` of the predictions on
+    videos of the ground truth; predictions of classes absent from it are ignored (with a warning when ``warn``)."""
+    predictions_by_class: dict[str, list[tuple[str, float, float, float, int]]] = {name: [] for name in class_names}
+    unknown_labels: Counter[str] = Counter()
+    for video_id, records in results.items():
+        if video_id not in gt_videos:
+            continue  # not a video of the evaluated ground truth: ignored
+        for position, record in enumerate(records):
+            label = record["label"]
+            if label not in predictions_by_class:
+                unknown_labels[label] += 1
+                continue
+            start, end = record["segment"]
+            predictions_by_class[label].append((video_id, start, end, record["score"], position))
+    if unknown_labels and warn:
+        listed = ", ".join(f"{name!r} ({count})" for name, count in sorted(unknown_labels.items())[:20])
+        more = "" if len(unknown_labels) <= 20 else f", ... ({len(unknown_labels) - 20} more classes)"
+        warnings.warn(
+            f"ignored {sum(unknown_labels.values())} prediction(s) of {len(unknown_labels)} class(es) absent from the "
+            f"ground truth: {listed}{more}",
+            stacklevel=3,
+        )
+    return predictions_by_class
+
+
+def true_positives(ground_truth, predictions, tiou_thresholds=THUMOS_THRESHOLDS,
+                   subset: str | None = None) -> list[list[tuple[str, int, int]]]:
+    """The true positives of :func:`evaluate`'s matching, per threshold: ``(video_id, r, g)`` says that the record
+    ``r`` of the video's predictions list matched its ground-truth instance ``g`` (file order of the video's
+    annotations). Used for the end delay of streamed detections."""
+    thresholds = normalize_thresholds(tiou_thresholds)
+    gt_videos = load_ground_truth(ground_truth, subset)
+    gt_by_class = ground_truth_by_class(gt_videos)
+    gt_rows: dict[str, dict[str, list[int]]] = {name: {} for name in gt_by_class}  # row of each GT in its video
+    for video_id, video_gt in gt_videos.items():
+        for row, (_, _, label) in enumerate(video_gt):
+            gt_rows[label].setdefault(video_id, []).append(row)
+    by_class = _predictions_by_class(read_results(predictions), gt_videos, list(gt_by_class), warn=False)
+    found: list[list[tuple[str, int, int]]] = [[] for _ in thresholds]
+    for name, class_predictions in by_class.items():
+        if not class_predictions:
+            continue
+        _, matched = match_class_predictions(gt_by_class[name], class_predictions, thresholds)
+        for k in range(len(thresholds)):
+            for i in np.flatnonzero(matched[k] >= 0):
+                video_id, _, _, _, position = class_predictions[i]
+                found[k].append((video_id, position, gt_rows[name][video_id][matched[k, i]]))
+    return found
+
+
 def evaluate(
     ground_truth,
     predictions,
@@ -311,27 +364,7 @@ def evaluate(
     gt_by_class = ground_truth_by_class(gt_videos)
     class_names = list(gt_by_class)
 
-    predictions_by_class: dict[str, list[tuple[str, float, float, float]]] = {name: [] for name in class_names}
-    unknown_labels: Counter[str] = Counter()
-    for video_id, records in results.items():
-        if video_id not in gt_videos:
-            continue  # not a video of the evaluated ground truth: ignored
-        for record in records:
-            label = record["label"]
-            if label not in predictions_by_class:
-                unknown_labels[label] += 1
-                continue
-            start, end = record["segment"]
-            predictions_by_class[label].append((video_id, start, end, record["score"]))
-    if unknown_labels and warn:
-        listed = ", ".join(f"{name!r} ({count})" for name, count in sorted(unknown_labels.items())[:20])
-        more = "" if len(unknown_labels) <= 20 else f", ... ({len(unknown_labels) - 20} more classes)"
-        warnings.warn(
-            f"ignored {sum(unknown_labels.values())} prediction(s) of {len(unknown_labels)} class(es) absent from the "
-            f"ground truth: {listed}{more}",
-            stacklevel=2,
-        )
-
+    predictions_by_class = _predictions_by_class(results, gt_videos, class_names, warn)
     per_class_ap = {
         name: average_precision_for_class(gt_by_class[name], predictions_by_class[name], thresholds)
         for name in class_names
@@ -360,6 +393,7 @@ __all__ = [
     "interpolated_average_precision",
     "average_precision_for_class",
     "match_class_predictions",
+    "true_positives",
     "THUMOS_THRESHOLDS",
     "ANET_THRESHOLDS",
 ]

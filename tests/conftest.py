@@ -58,3 +58,23 @@ def exact_exp(monkeypatch):
         return np.array([_C._deterministic_exp(float(a)) for a in arguments], dtype=np.float64)
 
     monkeypatch.setattr(reference, "decay_weights", decay_weights)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def export_cache(tmp_path_factory):
+    """ONNX exports and engines made by tests go to a session folder, never to the user's cache."""
+    folder = tmp_path_factory.mktemp("gsmt_fast_cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GSMT_FAST_CACHE", str(folder))
+        yield folder
+
+
+@pytest.fixture(scope="session")
+def thumos_seed0(tmp_path_factory):
+    """The thumos-like benchmark at its default size and seed 0 — the data bench/assets/thumos.safetensors (the
+    README's trained checkpoint) was trained on; its validation split is what the accuracy tests evaluate."""
+    from gsmt_fast.data.synthetic import generate
+
+    root = tmp_path_factory.mktemp("thumos_seed0")
+    generate("thumos-like", root, seed=0, progress=False)
+    return root

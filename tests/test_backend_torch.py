@@ -103,7 +103,12 @@ def test_bf16_keeps_the_output_layers_in_fp32():
 
 
 def test_auto_picks_torch_when_the_extension_is_built(tmp_path):
+    """On a CPU auto takes a compiled path: torch (or, on CPUs without bf16 units, the measured faster of torch and
+    onnxruntime: tests/test_backend_onnxruntime.py); an explicit precision always takes torch."""
+    from gsmt_fast.detector import default_backend
+
     model = gsmt_fast.GSMT(gsmt_fast.GSMTConfig.preset("tiny", num_classes=2, temporal_scale=8, input_dim=4))
     p = tmp_path / "m.safetensors"
     gsmt_fast.save_checkpoint(model, p, class_names=["a", "b"])
-    assert gsmt_fast.Detector(p).backend.name == "torch"
+    assert gsmt_fast.Detector(p, precision="fp32").backend.name == "torch"
+    assert default_backend("cpu") in ("torch", "onnxruntime")

@@ -57,6 +57,12 @@ def test_detect_input_errors_are_one_line_before_any_work(ckpt, small_thumos, tm
         assert not out.exists()
 
 
+def test_backend_without_its_package_is_one_line(ckpt, small_thumos, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "triton", None)  # as if triton were not installed
+    assert main(_detect(ckpt, small_thumos, tmp_path / "r.json", "--backend", "triton")) == 2
+    assert "needs the triton package" in _one_error_line(capsys, "detect")
+
+
 @pytest.mark.parametrize("where", ["folder", "under_a_file", "read_only"])
 def test_unwritable_outputs_are_found_before_the_work(ckpt, small_thumos, tmp_path, capsys, where):
     blocker = tmp_path / "a_file"

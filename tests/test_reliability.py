@@ -56,6 +56,7 @@ def _rewrite_metadata(src, dst, edit):
     ({"fps": float("nan")}, "fps must be a finite number > 0"),
     ({"feat_stride": float("nan")}, "feat_stride must be a finite number > 0"),
     ({"num_frames": -1000}, "num_frames must be a finite number > 0"),
+    ({"num_frames": float("nan")}, "num_frames must be a finite number > 0"),
     ({"fps": "30"}, "fps must be a number"),
 ])
 def test_time_metadata_is_checked_and_named(detector, kwargs, match):

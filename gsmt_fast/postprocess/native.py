@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import math
 import sys
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -296,10 +297,18 @@ def window_vector(name: str, value, batch: int, num_snippets: int, device=None):
         value = num_snippets
     if isinstance(value, bool) or value is None:
         raise TypeError(f"{name} must be a number or an array of numbers, got {value!r}")
-    if isinstance(value, (int, float, np.integer, np.floating)):
-        if name == "valid_len" and not isinstance(value, (int, np.integer)):
-            raise TypeError(f"valid_len must be an integer or an integer array, got {value!r}")
+    if isinstance(value, (int, float, np.integer, np.floating)):  # one value for every window: checked once
+        if name == "valid_len":
+            if not isinstance(value, (int, np.integer)):
+                raise TypeError(f"valid_len must be an integer or an integer array, got {value!r}")
+            if not 1 <= value <= num_snippets:
+                raise ValueError(f"valid_len must be in [1, T={num_snippets}], got {int(value)}")
+        elif not math.isfinite(value):
+            raise ValueError(f"{name} must be finite")
+        elif name == "scale" and value <= 0:
+            raise ValueError(f"scale must be > 0, got {value}")
         values = np.full(batch, value, dtype=numpy_dtype)
+        return values if device is None else _to_device(values, device)
     else:
         values = value if type(value) is np.ndarray else to_numpy(value)
         if name == "valid_len" and values.dtype.kind not in "iu":
@@ -310,7 +319,12 @@ def window_vector(name: str, value, batch: int, num_snippets: int, device=None):
         if values.shape != (batch,):
             raise ValueError(f"{name} must have shape ({batch},), got {values.shape}")
     if batch:
-        low, high = values.min(), values.max()  # NaN propagates into both
+        if batch <= 64:  # small batches (one video, a stream): Python on the few values beats NumPy's reductions
+            items = values.tolist()
+            finite = name == "valid_len" or all(math.isfinite(x) for x in items)
+            low, high = (min(items), max(items)) if finite else (math.nan, math.nan)
+        else:
+            low, high = values.min(), values.max()  # NaN propagates into both
         if name == "valid_len":
             if low < 1 or high > num_snippets:
                 b = int(np.flatnonzero((values < 1) | (values > num_snippets))[0])
@@ -320,8 +334,10 @@ def window_vector(name: str, value, batch: int, num_snippets: int, device=None):
             raise ValueError(f"{name} must be finite")
         elif name == "scale" and low <= 0:
             raise ValueError(f"scale must be > 0, got {low}")
-    if device is None:
-        return values
+    return values if device is None else _to_device(values, device)
+
+
+def _to_device(values: np.ndarray, device):
     import torch
 
     return torch.from_numpy(values).to(device)
@@ -345,16 +361,6 @@ def window_boundaries(boundaries, w: WindowInputs, cfg: InferenceConfig):
     if on_cuda:
         return boundaries.detach().contiguous()
     return np.ascontiguousarray(to_numpy(boundaries))
-
-
-def _check_seconds_finite(scale: np.ndarray, offset: np.ndarray, num_snippets: int) -> None:
-    """The seconds of every window, ``offset + u * scale`` for u in [0, T], must be finite (host time maps)."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        bad = np.flatnonzero(~np.isfinite(offset + num_snippets * scale))
-    if len(bad):
-        b = int(bad[0])
-        raise ValueError(f"offset + T * scale = {offset[b]} + {num_snippets} * {scale[b]} is not finite (window {b}): "
-                         "the time map puts the window's seconds out of the float range")
 
 
 def _num_threads(num_threads: int | None) -> int:
@@ -538,8 +544,6 @@ def window_detections_batch(probs, masks, valid_len=None, scale=1.0, offset=0.0,
     bounds = window_boundaries(boundaries, w, cfg)
     valid, scale, offset = (window_vector(name, value, w.batch, w.num_snippets, w.device)
                             for name, value in (("valid_len", valid_len), ("scale", scale), ("offset", offset)))
-    if w.device is None and w.batch:
-        _check_seconds_finite(scale, offset, w.num_snippets)
     result = op(w, valid, bounds, scale, offset, candidate_settings(cfg, validate), nms_settings_of(cfg), threads)
     if check and w.batch:
         check_detections(result, w.probs, w.masks, valid, scale, offset, cfg, validate=validate, boundaries=bounds)
