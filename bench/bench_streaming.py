@@ -194,7 +194,8 @@ def main(argv=None) -> int:
     p.add_argument("--backends", default="torch,reference", help="backends for the latency section")
     p.add_argument("--precision", default=None)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--latency-snippets", type=int, default=2000)
+    p.add_argument("--latency-snippets", type=int, default=2000,
+                   help="snippets pushed one by one per backend in the latency section (0: skip it)")
     p.add_argument("--replay-chunk", type=int, default=64, help="snippets per push of the replay row (0: skip)")
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--memory-minutes", type=int, default=60)
@@ -225,7 +226,7 @@ def main(argv=None) -> int:
     need = max(args.memory_minutes * 60 if not args.skip_memory else 0, 600.0)
     feats = feature_source(args.data, probe.model_config.input_dim, need + 60)
 
-    for backend in backends:
+    for backend in backends if args.latency_snippets > 0 else []:
         try:
             det = gsmt_fast.Detector(args.ckpt, backend=backend, device=args.device, precision=args.precision)
         except Exception as error:  # noqa: BLE001 - a backend that cannot run here is reported, the others go on

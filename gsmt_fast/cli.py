@@ -256,7 +256,7 @@ def cmd_plot(a) -> int:
 def cmd_demo(a) -> int:
     from .demo import run_demo
 
-    run_demo(a.out, seed=a.seed, quiet=a.quiet)
+    run_demo(a.out, seed=a.seed, quiet=not _progress(a))
     return 0
 
 
@@ -279,7 +279,8 @@ def cmd_stream(a) -> int:
         import torch
 
         torch.set_num_threads(a.threads)
-    _start_work(a)
+    # No _start_work: the input arrives while the stream runs, so a malformed chunk or a bad checkpoint found then is
+    # still a bad input (exit status 2); the detections already printed were final and stay valid.
     return replay(a.ckpt, source, out=sys.stdout, fps=a.fps, feat_stride=a.feat_stride, num_frames=a.num_frames,
                   hop=a.hop, margin=a.margin, chunk=a.chunk, realtime=a.realtime, backend=a.backend, device=a.device,
                   precision=a.precision, stream_id=a.stream_id)

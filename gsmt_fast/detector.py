@@ -14,6 +14,7 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -84,9 +85,21 @@ class VideoPlan:
     video_id: str | None = None
 
 
+class Detection(NamedTuple):
+    """One detection, as iterating a :class:`DetectionResult` gives it: seconds, class name, score."""
+
+    start: float
+    end: float
+    label: str
+    score: float
+
+
 @dataclass
 class DetectionResult:
-    """Detections of one video, sorted as SoftNMS selected them (scores non-increasing per class)."""
+    """Detections of one video, sorted as SoftNMS selected them (scores non-increasing per class).
+
+    The arrays are the primary form; iterating gives one :class:`Detection` per row, in the same order
+    (``for start, end, label, score in result``)."""
 
     segments: np.ndarray  # (N, 2) seconds
     scores: np.ndarray  # (N,)
@@ -100,6 +113,11 @@ class DetectionResult:
 
     def __len__(self) -> int:
         return len(self.scores)
+
+    def __iter__(self):
+        names = self.label_names
+        for i in range(len(self)):
+            yield Detection(float(self.segments[i, 0]), float(self.segments[i, 1]), names[i], float(self.scores[i]))
 
     def to_records(self) -> list[dict]:
         """Official results-JSON records ``{"label", "score", "segment"}`` in selection order."""

@@ -29,10 +29,15 @@ BOUNDARY_INIT = 4.0
 
 
 def sinusoidal_encoding(length: int, dim: int) -> torch.Tensor:
-    """Fixed sinusoidal positional encoding (Vaswani et al.), shape (length, dim)."""
-    pos = torch.arange(length, dtype=torch.float64)[:, None]
-    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float64) * (-math.log(10000.0) / dim))
-    pe = torch.zeros(length, dim, dtype=torch.float64)
+    """Fixed sinusoidal positional encoding (Vaswani et al.), shape (length, dim), on the CPU.
+
+    Always computed on the CPU, whatever the default device: under ``torch.device("meta")`` (the checkpoint's shape
+    check builds the model there) factory calls like ``arange`` go through torch's decompositions, whose first use
+    imports the compiler stack and takes seconds."""
+    cpu = torch.device("cpu")
+    pos = torch.arange(length, dtype=torch.float64, device=cpu)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float64, device=cpu) * (-math.log(10000.0) / dim))
+    pe = torch.zeros(length, dim, dtype=torch.float64, device=cpu)
     pe[:, 0::2] = torch.sin(pos * freq)
     pe[:, 1::2] = torch.cos(pos * freq[: dim // 2])
     return pe.float()
@@ -92,7 +97,8 @@ class GSMT(nn.Module):
         c, t = cfg.hidden_dim, cfg.temporal_scale
         self.input_proj = nn.Linear(cfg.input_dim, c)
         if cfg.positional_encoding == "fixed":
-            self.register_buffer("pos_embed", sinusoidal_encoding(t, c), persistent=False)
+            encoding = sinusoidal_encoding(t, c).to(torch.get_default_device())
+            self.register_buffer("pos_embed", encoding, persistent=False)
         elif cfg.positional_encoding == "learned":
             self.pos_embed = nn.Parameter(torch.randn(t, c) * 0.02)
         else:

@@ -40,6 +40,7 @@ import time
 from collections import deque
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
+from typing import NamedTuple
 
 import numpy as np
 
@@ -130,12 +131,26 @@ def make_policy(hop=None, margin=None, policy: EmissionPolicy | dict | None = No
     return base.replace(**changes) if changes else base
 
 
+class StreamDetection(NamedTuple):
+    """One streamed detection: seconds, class name, score, and the stream time at which it was emitted."""
+
+    start: float
+    end: float
+    label: str
+    score: float
+    gentime: float
+
+
 @dataclass
 class StreamDetections(DetectionResult):
     """Detections that became final, in emission order, with ``gentime (N,)``: the stream time (seconds) at which
-    each was emitted (see the module docstring)."""
+    each was emitted (see the module docstring). Iterating gives one :class:`StreamDetection` per row."""
 
     gentime: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def __iter__(self):
+        for d, t in zip(super().__iter__(), self.gentime):
+            yield StreamDetection(*d, float(t))
 
     def to_records(self, with_gentime: bool = False) -> list[dict]:
         """Official results-JSON records ``{"label", "score", "segment"}``; ``with_gentime`` adds ``"gentime"``."""

@@ -78,3 +78,14 @@ def thumos_seed0(tmp_path_factory):
     root = tmp_path_factory.mktemp("thumos_seed0")
     generate("thumos-like", root, seed=0, progress=False)
     return root
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path):
+    """A random 2-class tiny model (T 8, d_in 4) saved as ``tmp_path/m.safetensors``: for argument and policy checks."""
+    import gsmt_fast
+
+    model = gsmt_fast.GSMT(gsmt_fast.GSMTConfig.preset("tiny", num_classes=2, temporal_scale=8, input_dim=4))
+    path = tmp_path / "m.safetensors"
+    gsmt_fast.save_checkpoint(model, path, class_names=["a", "b"])
+    return path

@@ -76,10 +76,8 @@ def test_fp16_keeps_validation_map_within_0005_of_fp32(thumos_seed0):
     assert abs(maps["onnxruntime"] - maps["torch"]) <= 0.005, maps
 
 
-def test_precision_and_calibration_errors(tmp_path):
-    model = gsmt_fast.GSMT(gsmt_fast.GSMTConfig.preset("tiny", num_classes=2, temporal_scale=8, input_dim=4))
-    p = tmp_path / "m.safetensors"
-    gsmt_fast.save_checkpoint(model, p, class_names=["a", "b"])
+def test_precision_and_calibration_errors(tmp_path, tiny_checkpoint):
+    p = tiny_checkpoint
     with pytest.raises(ValueError, match="precision"):
         gsmt_fast.Detector(p, backend="onnxruntime", precision="bf16")
     with pytest.raises(ValueError, match="gsmt-fast export .*--precision int8 --calibration"):
@@ -141,7 +139,7 @@ def test_auto_policy(policy, monkeypatch):
     assert default("cpu") == "reference"
 
 
-def test_auto_falls_back_to_triton_when_the_engine_does_not_build(policy, monkeypatch, tmp_path):
+def test_auto_falls_back_to_triton_when_the_engine_does_not_build(policy, monkeypatch, tiny_checkpoint):
     """GPU policy: TensorRT when its engine builds, else triton. Here tensorrt is 'installed' but importing it
     fails, as building an engine would: the Detector warns and takes the next choice."""
     import sys
@@ -160,28 +158,24 @@ def test_auto_falls_back_to_triton_when_the_engine_does_not_build(policy, monkey
 
     monkeypatch.setattr(triton_backend, "TritonBackend", FakeTriton)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the device check of Detector: a GPU "exists"
-    model = gsmt_fast.GSMT(gsmt_fast.GSMTConfig.preset("tiny", num_classes=2, temporal_scale=8, input_dim=4))
-    p = tmp_path / "m.safetensors"
-    gsmt_fast.save_checkpoint(model, p, class_names=["a", "b"])
+    p = tiny_checkpoint
     with pytest.warns(UserWarning, match="tensorrt engine is not usable.*gsmt_fast\\[tensorrt\\].*using triton"):
         det = gsmt_fast.Detector(p, backend="auto", device="cuda", precision="fp16")
     assert det.backend.name == "triton" and built == {"device": "cuda", "precision": "fp16"}
 
 
-def test_cli_detect_logs_the_backend(tmp_path, capsys):
+def test_cli_detect_logs_the_backend(tmp_path, tiny_checkpoint, capsys):
     from gsmt_fast.cli import main
 
     torch.manual_seed(0)
-    model = gsmt_fast.GSMT(gsmt_fast.GSMTConfig.preset("tiny", num_classes=2, temporal_scale=8, input_dim=4))
-    p = tmp_path / "m.safetensors"
-    gsmt_fast.save_checkpoint(model, p, class_names=["a", "b"])
+    p = tiny_checkpoint
     np.save(tmp_path / "v1.npy", np.random.default_rng(0).standard_normal((20, 4)).astype(np.float32))
     assert main(["detect", "--ckpt", str(p), "--features", str(tmp_path / "v1.npy"), "--fps", "30",
                  "--backend", "reference", "--out", str(tmp_path / "r.json")]) == 0
     assert "backend: reference (fp32)" in capsys.readouterr().err
 
 
-def test_auto_falls_back_to_torch_when_the_export_fails(policy, monkeypatch, tmp_path):
+def test_auto_falls_back_to_torch_when_the_export_fails(policy, monkeypatch, tiny_checkpoint):
     from gsmt_fast.backends import onnxruntime_backend
 
     policy(bf16=False)
@@ -191,9 +185,7 @@ def test_auto_falls_back_to_torch_when_the_export_fails(policy, monkeypatch, tmp
         raise RuntimeError("the exporter failed")
 
     monkeypatch.setattr(onnxruntime_backend, "OnnxRuntimeBackend", failing_export)
-    model = gsmt_fast.GSMT(gsmt_fast.GSMTConfig.preset("tiny", num_classes=2, temporal_scale=8, input_dim=4))
-    p = tmp_path / "m.safetensors"
-    gsmt_fast.save_checkpoint(model, p, class_names=["a", "b"])
+    p = tiny_checkpoint
     with pytest.warns(UserWarning, match="onnxruntime engine is not usable \\(the exporter failed\\); using torch"):
         det = gsmt_fast.Detector(p)
     assert det.backend.name == "torch"

@@ -55,10 +55,8 @@ def test_torch_backend_equals_reference_resize_mode(tmp_path, mode):
     _assert_same(ref, fast, score_rtol=1e-6)
 
 
-def test_torch_backend_precision_errors(tmp_path):
-    model = gsmt_fast.GSMT(gsmt_fast.GSMTConfig.preset("tiny", num_classes=2, temporal_scale=8, input_dim=4))
-    p = tmp_path / "m.safetensors"
-    gsmt_fast.save_checkpoint(model, p, class_names=["a", "b"])
+def test_torch_backend_precision_errors(tmp_path, tiny_checkpoint):
+    p = tiny_checkpoint
     with pytest.raises(ValueError, match="precision"):
         gsmt_fast.Detector(p, backend="torch", precision="fp8")
     det = gsmt_fast.Detector(p, backend="torch", precision="bf16")
@@ -66,12 +64,10 @@ def test_torch_backend_precision_errors(tmp_path):
     assert r.segments.shape[1] == 2
 
 
-def test_default_precision_is_bf16_exactly_where_the_cpu_has_it(tmp_path):
+def test_default_precision_is_bf16_exactly_where_the_cpu_has_it(tmp_path, tiny_checkpoint):
     from gsmt_fast.backends.torch_backend import cpu_supports_bf16
 
-    model = gsmt_fast.GSMT(gsmt_fast.GSMTConfig.preset("tiny", num_classes=2, temporal_scale=8, input_dim=4))
-    p = tmp_path / "m.safetensors"
-    gsmt_fast.save_checkpoint(model, p, class_names=["a", "b"])
+    p = tiny_checkpoint
     expected = "bf16" if cpu_supports_bf16() else "fp32"
     assert gsmt_fast.Detector(p, backend="torch").backend.precision == expected
 
@@ -102,13 +98,11 @@ def test_bf16_keeps_the_output_layers_in_fp32():
     assert (masks - ref_masks).abs().max() < 0.05
 
 
-def test_auto_picks_torch_when_the_extension_is_built(tmp_path):
+def test_auto_picks_torch_when_the_extension_is_built(tmp_path, tiny_checkpoint):
     """On a CPU auto takes a compiled path: torch (or, on CPUs without bf16 units, the measured faster of torch and
     onnxruntime: tests/test_backend_onnxruntime.py); an explicit precision always takes torch."""
     from gsmt_fast.detector import default_backend
 
-    model = gsmt_fast.GSMT(gsmt_fast.GSMTConfig.preset("tiny", num_classes=2, temporal_scale=8, input_dim=4))
-    p = tmp_path / "m.safetensors"
-    gsmt_fast.save_checkpoint(model, p, class_names=["a", "b"])
+    p = tiny_checkpoint
     assert gsmt_fast.Detector(p, precision="fp32").backend.name == "torch"
     assert default_backend("cpu") in ("torch", "onnxruntime")

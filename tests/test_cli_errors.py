@@ -125,6 +125,16 @@ def test_train_logs_one_line_per_epoch_when_stderr_is_not_a_terminal(small_thumo
     assert sum(line.lstrip().startswith("epoch") for line in captured.out.splitlines()) == 2
 
 
+def test_demo_shows_no_progress_bars_when_stderr_is_not_a_terminal(tmp_path, monkeypatch, capsys):
+    """`make demo > log`: the demo's synthesis and training get the same terminal-only rule as `train`."""
+    import gsmt_fast.demo
+
+    seen = {}
+    monkeypatch.setattr(gsmt_fast.demo, "run_demo", lambda out, seed, quiet: seen.update(quiet=quiet))
+    assert main(["demo", "--out", str(tmp_path / "d")]) == 0
+    assert seen == {"quiet": True}
+
+
 def _wait_for(predicate, timeout: float) -> None:
     end = time.monotonic() + timeout
     while not predicate():

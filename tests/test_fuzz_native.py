@@ -17,7 +17,7 @@ from gsmt_fast.postprocess.soft_nms import soft_nms
 pytestmark = pytest.mark.skipif(not native.available(), reason="gsmt_fast._C is not built")
 
 FUZZ = settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-SPECIAL = [np.nan, np.inf, -np.inf, -1.0, 2.0, 1e30, -0.0, 0.0, 1.0, 0.5]
+EDGE_VALUES = [np.nan, np.inf, -np.inf, -1.0, 2.0, 1e30, -0.0, 0.0, 1.0, 0.5]
 
 
 @st.composite
@@ -35,7 +35,7 @@ def window_batches(draw, max_t=24):
         for _ in range(draw(st.integers(1, 3))):
             target = probs if draw(st.booleans()) else masks
             if target.size:
-                target.flat[draw(st.integers(0, target.size - 1))] = draw(st.sampled_from(SPECIAL))
+                target.flat[draw(st.integers(0, target.size - 1))] = draw(st.sampled_from(EDGE_VALUES))
     valid = rng.integers(1, t + 1, size=b)
     if b and draw(st.integers(0, 9)) == 0:
         valid[draw(st.integers(0, b - 1))] = draw(st.sampled_from([0, -1, t + 1, 2**31 - 1]))
@@ -105,7 +105,7 @@ def test_long_windows(t, seed):
     np.testing.assert_array_equal(got.start, want.start)
 
 
-segment_values = st.floats(allow_nan=True, allow_infinity=True, width=64) | st.sampled_from(SPECIAL)
+segment_values = st.floats(allow_nan=True, allow_infinity=True, width=64) | st.sampled_from(EDGE_VALUES)
 
 
 @settings(max_examples=2000, deadline=None,

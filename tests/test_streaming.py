@@ -470,3 +470,24 @@ def test_pool_keeps_its_own_copy_of_queued_chunks(det):
                                            *pool.close_all().values()], class_names=det.class_names)
     alone, _ = _run(det, x, [40])
     _same(pooled, alone)
+
+
+def test_iterating_detections_gives_the_rows_of_the_arrays(det):
+    """``for start, end, label, score, gentime in session.push(x)``: one named tuple per row, in emission order, the
+    same values as the arrays; a plain DetectionResult iterates the same way without gentime."""
+    session = det.stream(fps=FPS, hop=4, margin=1)
+    streamed = StreamDetections.concatenate([session.push(_features(90, seed=21)), session.close()])
+    assert len(streamed) > 3
+    rows = list(streamed)
+    assert len(rows) == len(streamed)
+    for i, row in enumerate(rows):
+        assert isinstance(row, gsmt_fast.StreamDetection)
+        assert (row.start, row.end) == tuple(streamed.segments[i])
+        assert row.label == streamed.class_names[streamed.labels[i]] and row.score == streamed.scores[i]
+        assert row.gentime == streamed.gentime[i] and row.gentime >= row.end
+    offline = det.detect(_features(90, seed=21), fps=FPS)
+    plain = list(offline)
+    assert [type(r) for r in plain] == [gsmt_fast.Detection] * len(offline)
+    expected = zip(offline.segments, offline.label_names, offline.scores)
+    assert [(r.start, r.end, r.label, r.score) for r in plain] == [(s[0], s[1], n, c) for s, n, c in expected]
+    assert list(StreamDetections(np.zeros((0, 2)), np.zeros(0), np.zeros(0, np.int64))) == []
