@@ -1,8 +1,8 @@
 """Scale-out timing: sharded detection and DDP training with 1 vs N ranks under torchrun (docs/SCALING.md).
 
 Detection: a thumos-like synthetic archive (``--videos`` videos, window mode, T = 256) and a randomly initialised
-model of ``configs/synthetic_thumos.yaml`` (throughput does not depend on training; random masks are noisy, a worst
-case for run extraction). Timed runs, each on a fresh parts folder:
+model of ``configs/synthetic_thumos_paper.yaml`` (throughput does not depend on training; random masks are noisy, a
+worst case for run extraction). Timed runs, each on a fresh parts folder:
 
 - ``plain``: ``gsmt-fast detect`` in one process, all videos in one ``detect`` call (no chunks, no part files);
 - ``torchrun xN``: ``torchrun --standalone --nproc-per-node N -m gsmt_fast.cli detect`` (chunks, part files, merge).
@@ -96,7 +96,7 @@ def make_assets(work: Path, videos: int, train_videos: int, seed: int) -> dict:
     archive = work / "archive"
     generate("thumos-like", archive, seed=seed, num_videos=videos, progress=False)
     meta = json.loads((archive / "dataset.json").read_text())
-    cfg = load_config(REPO / "configs" / "synthetic_thumos.yaml")
+    cfg = load_config(REPO / "configs" / "synthetic_thumos_paper.yaml")
     torch.manual_seed(seed)
     model = GSMT(build_model_config(cfg, len(meta["classes"]), meta["feature_dim"], meta["temporal_scale"]))
     ckpt = save_checkpoint(model, work / "random.safetensors", class_names=meta["classes"],
@@ -156,7 +156,7 @@ def bench_detection(assets: dict, ranks_list: list[int], args, work: Path) -> li
 def bench_training(assets: dict, ranks_list: list[int], args, work: Path) -> list[dict]:
     rows = []
     sets = ["train.epochs=2", "eval.every=1000", f"train.batch_size={args.train_batch}"]
-    base = ["-m", "gsmt_fast.cli", "train", "--config", str(REPO / "configs" / "synthetic_thumos.yaml"), "--data",
+    base = ["-m", "gsmt_fast.cli", "train", "--config", str(REPO / "configs" / "synthetic_thumos_paper.yaml"), "--data",
             str(assets["train_data"]), "--quiet"]
     for item in sets:
         base += ["--set", item]
@@ -188,8 +188,9 @@ def write_markdown(path: Path, env: dict, args, det_rows: list[dict], train_rows
             f"start, {env['loadavg_1m_end']:.2f} at the end (other work on the machine).\n")
     text = head
     if det_rows:
-        text += (f"\nDetection: {args.videos} thumos-like videos ({windows}), random-init `synthetic_thumos.yaml` "
-                 f"model, backend `{args.backend}`{', precision ' + args.precision if args.precision else ''}; "
+        text += (f"\nDetection: {args.videos} thumos-like videos ({windows}), random-init "
+                 f"`synthetic_thumos_paper.yaml` model, backend `{args.backend}`"
+                 f"{', precision ' + args.precision if args.precision else ''}; "
                  "`detect s`: the `detect` calls (torchrun: with the features' loading, slowest rank); `sharded "
                  "run s`: the slowest rank from planning to merge (part files, checksums, the results JSON); "
                  "`command s`: the whole command, process start-up and imports included.\n\n")
@@ -200,8 +201,9 @@ def write_markdown(path: Path, env: dict, args, det_rows: list[dict], train_rows
                                           ("videos/s incl. start-up", "videos_per_s_wall"),
                                           ("JSON == 1 rank", "identical_json")]) + "\n"
     if train_rows:
-        text += (f"\nTraining: `configs/synthetic_thumos.yaml` (`small` preset) on {args.train_videos} thumos-like "
-                 f"videos, global batch {args.train_batch}; `epoch s` = second epoch's `train_seconds`.\n\n")
+        text += (f"\nTraining: `configs/synthetic_thumos_paper.yaml` (`small` preset) on {args.train_videos} "
+                 f"thumos-like videos, global batch {args.train_batch}; `epoch s` = second epoch's "
+                 "`train_seconds`.\n\n")
         text += markdown_table(train_rows, [("run", "run"), ("rep", "rep"), ("threads", "threads"),
                                             ("epoch s", "epoch_s"), ("command s", "wall_s"),
                                             ("epoch-2 loss", "loss")]) + "\n"

@@ -7,10 +7,10 @@ benchmarks and a checkpoint trained on each.
 For each synthetic split (thumos-like, anet-like): ``gsmt-fast synth`` (seed 0, default size); the validation
 videos' features + the annotation files go to ``OUT/{thumos,anet}/`` and the checkpoint to
 ``OUT/{thumos,anet}.safetensors``. The checkpoints ship in ``bench/assets/`` (trained by ``--retrain`` with
-``configs/synthetic_{thumos,anet}.yaml`` on the same data), so building the assets needs no training: gpu_check.sh
-runs this script itself on the GPU machine when no ``.gpu_assets/`` came with the call. ``--retrain`` trains them
-anew (training needs kornia, which the GPU machine lacks: retrain on a development machine and commit
-``bench/assets/``). Existing outputs are kept unless ``--force``.
+``configs/synthetic_{thumos,anet}_paper.yaml`` on the same data: the paper model), so building the assets needs no
+training: gpu_check.sh runs this script itself on the GPU machine when no ``.gpu_assets/`` came with the call.
+``--retrain`` trains them anew (training needs kornia, which the GPU machine lacks: retrain on a development machine
+and commit ``bench/assets/``). Existing outputs are kept unless ``--force``.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "bench" / "assets"
-SPLITS = {"thumos": ("thumos-like", "configs/synthetic_thumos.yaml"),
-          "anet": ("anet-like", "configs/synthetic_anet.yaml")}
+# The shipped assets are the paper model (mask candidates): the configs they were trained with.
+SPLITS = {"thumos": ("thumos-like", "configs/synthetic_thumos_paper.yaml"),
+          "anet": ("anet-like", "configs/synthetic_anet_paper.yaml")}
 
 
 def build(name: str, out: Path, work: Path, retrain: bool) -> None:

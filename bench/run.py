@@ -148,14 +148,15 @@ def bench_point(det, videos, time_kw, timing: Timing, device) -> dict:
 
     outputs = [det.backend.forward(x, v) for x, v in packed]
     windows = [w for part, _ in batches for w in part]
-    num_candidates = [len(c) for (probs, masks), (_, valid) in zip(outputs, packed)
-                      for c in det.backend.candidates(probs, masks, valid, det.inference)]
+    # outputs: (probs, masks), plus the boundary distances of a model with the boundary head
+    num_candidates = [len(c) for (probs, masks, *bounds), (_, valid) in zip(outputs, packed)
+                      for c in det.backend.candidates(probs, masks, valid, det.inference, *bounds)]
 
     def post_processing():  # what detect() does after the forward pass, on the same outputs
         parts = [[] for _ in range(batch)]
-        for (part, final), (probs, masks), (_, valid) in zip(batches, outputs, packed):
+        for (part, final), (probs, masks, *bounds), (_, valid) in zip(batches, outputs, packed):
             for (i, _), out in zip(part, det.backend.post_process([w for _, w in part], final, probs, masks, valid,
-                                                                  det.inference)):
+                                                                  det.inference, *bounds)):
                 parts[i].append(out)
         return [det.video_result(parts[i], p.duration, p.video_id) for i, p in enumerate(plans)]
 

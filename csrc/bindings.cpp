@@ -147,6 +147,24 @@ HostBatch host_batch(const py::array& probs, const py::array& masks, const py::a
   return h;
 }
 
+using FloatArray = py::array_t<float, py::array::c_style>;
+
+// The optional boundary distances (B, 2, T) float32 of a model with the boundary head: nullptr for None. The array
+// must stay alive for the call (the caller's reference does that).
+const float* host_boundaries(const py::object& boundaries, int64_t batch, int64_t T) {
+  if (boundaries.is_none()) return nullptr;
+  if (!py::isinstance<FloatArray>(boundaries)) {
+    throw py::type_error("boundaries must be a C-contiguous float32 array (B, 2, T) or None");
+  }
+  const FloatArray a = boundaries.cast<FloatArray>();
+  if (a.ndim() != 3 || a.shape(0) != batch || a.shape(1) != 2 || a.shape(2) != T) {
+    throw py::value_error("boundaries must have shape (B, 2, T) = (" + std::to_string(batch) + ", 2, " +
+                          std::to_string(T) + "), got " + shape_of(a));
+  }
+  if (!(a.flags() & py::array::c_style)) throw py::value_error("boundaries must be C-contiguous");
+  return a.data();
+}
+
 gsmt::TimeMaps host_time_maps(const DoubleArray& scale, const DoubleArray& offset, int64_t batch) {
   for (const DoubleArray* a : {&scale, &offset}) {
     if (a->ndim() != 1 || a->shape(0) != batch) {
@@ -158,26 +176,29 @@ gsmt::TimeMaps host_time_maps(const DoubleArray& scale, const DoubleArray& offse
 
 py::tuple window_candidates_cpu(const py::array& probs, const py::array& masks,
                                 const py::array_t<int32_t>& valid_len, const CandidateSettings& settings,
-                                int num_threads) {
-  const HostBatch h = host_batch(probs, masks, valid_len);
+                                int num_threads, const py::object& boundaries) {
+  HostBatch h = host_batch(probs, masks, valid_len);
+  h.in.boundaries = host_boundaries(boundaries, h.in.batch, h.T);
   const CandidateParams p = settings.with_shape(h.num_rows, h.T);
   const py::ssize_t B = h.in.batch, M2 = p.pre_nms_topk;
   py::array_t<int32_t> start({B, M2}), end({B, M2}), label({B, M2}), count(B), status(B);
-  py::array_t<double> score({B, M2});
+  py::array_t<double> score({B, M2}), units({B, M2, py::ssize_t{2}});
   const gsmt::CandidateOutputs out{start.mutable_data(), end.mutable_data(), label.mutable_data(),
-                                   score.mutable_data(), count.mutable_data(), status.mutable_data()};
+                                   score.mutable_data(), units.mutable_data(), count.mutable_data(),
+                                   status.mutable_data()};
   {
     py::gil_scoped_release release;
     gsmt::window_candidates_cpu(h.in, p, out, num_threads);
   }
-  return py::make_tuple(start, end, label, score, count, status);
+  return py::make_tuple(start, end, label, score, units, count, status);
 }
 
 py::tuple window_detections_cpu(const py::array& probs, const py::array& masks,
                                 const py::array_t<int32_t>& valid_len, const DoubleArray& scale,
                                 const DoubleArray& offset, const CandidateSettings& candidates,
-                                const NmsSettings& nms, int num_threads) {
-  const HostBatch h = host_batch(probs, masks, valid_len);
+                                const NmsSettings& nms, int num_threads, const py::object& boundaries) {
+  HostBatch h = host_batch(probs, masks, valid_len);
+  h.in.boundaries = host_boundaries(boundaries, h.in.batch, h.T);
   const gsmt::TimeMaps time = host_time_maps(scale, offset, h.in.batch);
   const CandidateParams p = candidates.with_shape(h.num_rows, h.T);
   const py::ssize_t B = h.in.batch, D = nms.params.max_detections;
@@ -242,20 +263,23 @@ struct DeviceBatch {
   gsmt::WindowBatch in{};
   int64_t num_rows, T;
 
+  // boundaries: a (B, 2, T) float32 device pointer, or 0 for a model without the boundary head.
   DeviceBatch(uint64_t probs, const std::string& probs_dtype, uint64_t masks, const std::string& masks_dtype,
-              uint64_t valid_len, int64_t batch, int64_t num_rows_, int64_t T_)
+              uint64_t valid_len, int64_t batch, int64_t num_rows_, int64_t T_, uint64_t boundaries)
       : num_rows(num_rows_), T(T_) {
     if (batch < 0 || batch > INT32_MAX) throw py::value_error("batch must be in [0, 2^31)");
     in = gsmt::WindowBatch{device_pointer<const void>(probs), device_dtype(probs_dtype, "probs"),
                            device_pointer<const void>(masks), device_dtype(masks_dtype, "masks"),
-                           device_pointer<const int32_t>(valid_len), batch};
+                           device_pointer<const int32_t>(valid_len), batch,
+                           boundaries == 0 ? nullptr : device_pointer<const float>(boundaries)};
   }
 };
 
-gsmt::CandidateOutputs candidate_outputs(uint64_t start, uint64_t end, uint64_t label, uint64_t score, uint64_t count,
-                                         uint64_t status) {
+gsmt::CandidateOutputs candidate_outputs(uint64_t start, uint64_t end, uint64_t label, uint64_t score, uint64_t units,
+                                         uint64_t count, uint64_t status) {
   return {device_pointer<int32_t>(start), device_pointer<int32_t>(end), device_pointer<int32_t>(label),
-          device_pointer<double>(score), device_pointer<int32_t>(count), device_pointer<int32_t>(status)};
+          device_pointer<double>(score), device_pointer<double>(units), device_pointer<int32_t>(count),
+          device_pointer<int32_t>(status)};
 }
 
 gsmt::DetectionOutputs detection_outputs(uint64_t segments, uint64_t score, uint64_t label, uint64_t count,
@@ -313,10 +337,12 @@ PYBIND11_MODULE(_C, m) {
       .def_property_readonly("max_detections", [](const NmsSettings& s) { return s.params.max_detections; });
 
   m.def("window_candidates_cpu", &window_candidates_cpu, py::arg("probs"), py::arg("masks"), py::arg("valid_len"),
-        py::arg("settings"), py::arg("num_threads") = 0,
-        "Candidates of B windows -> (start, end, label, score, count, status); see csrc/postprocess.h.");
+        py::arg("settings"), py::arg("num_threads") = 0, py::arg("boundaries") = py::none(),
+        "Candidates of B windows -> (start, end, label, score, units, count, status); boundaries (B, 2, T) float32 "
+        "switches to boundary candidates. See csrc/postprocess.h.");
   m.def("window_detections_cpu", &window_detections_cpu, py::arg("probs"), py::arg("masks"), py::arg("valid_len"),
         py::arg("scale"), py::arg("offset"), py::arg("candidates"), py::arg("nms"), py::arg("num_threads") = 0,
+        py::arg("boundaries") = py::none(),
         "Candidates + SoftNMS in seconds for B windows -> (segments, score, label, count, status).");
   m.def("soft_nms_cpu", &soft_nms<&gsmt::soft_nms_cpu>, py::arg("segments"), py::arg("scores"), py::arg("labels"),
         py::arg("nms"), "SoftNMS on the CPU -> (segments (M, 2), scores (M,), labels (M,) int64).");
@@ -331,12 +357,12 @@ PYBIND11_MODULE(_C, m) {
   m.def("cuda_device_count", &gsmt::cuda_device_count, "Number of visible CUDA devices (0 without driver/GPU).");
   py::class_<DeviceBatch>(m, "DeviceBatch", "Device pointers, dtypes and shape of B windows on the GPU.")
       .def(py::init<uint64_t, const std::string&, uint64_t, const std::string&, uint64_t, int64_t, int64_t,
-                    int64_t>(),
+                    int64_t, uint64_t>(),
            py::arg("probs"), py::arg("probs_dtype"), py::arg("masks"), py::arg("masks_dtype"), py::arg("valid_len"),
-           py::arg("batch"), py::arg("num_rows"), py::arg("T"));
+           py::arg("batch"), py::arg("num_rows"), py::arg("T"), py::arg("boundaries") = 0);
   py::class_<gsmt::CandidateOutputs>(m, "CandidateOutputs", "Device pointers of the candidate outputs.")
       .def(py::init(&candidate_outputs), py::arg("start"), py::arg("end"), py::arg("label"), py::arg("score"),
-           py::arg("count"), py::arg("status"));
+           py::arg("units"), py::arg("count"), py::arg("status"));
   py::class_<gsmt::DetectionOutputs>(m, "DetectionOutputs", "Device pointers of the detection outputs.")
       .def(py::init(&detection_outputs), py::arg("segments"), py::arg("score"), py::arg("label"), py::arg("count"),
            py::arg("status"));

@@ -40,6 +40,7 @@ enum StatusBits : int32_t {
   kBadValidLen = 16,
   kCandidateOverflow = 32,  // CUDA only: the per-window candidate table overflowed (the wrapper recomputes on CPU)
   kBadTimeMap = 64,         // scale <= 0, or scale/offset/seconds of the window not finite (time_map_ok)
+  kBoundariesInvalid = 128,  // boundary distances NaN, inf or negative in the valid part (boundary candidates)
 };
 
 // The settings of the candidate stage (steps 1-5 of docs/DESIGN.md "Post-processing") plus the window shape.
@@ -98,6 +99,22 @@ GSMT_HD double candidate_score(float prob, float mask_max) {
   double s = static_cast<double>(prob) * static_cast<double>(mask_max);
   return s == 0.0 ? 0.0 : s;
 }
+
+// Boundary candidate of source snippet t (reference steps 3'-4', boundary-refined variant): the segment
+// [max(0, (t + 0.5) - d_start), min(V, (t + 0.5) + d_end)] in snippet units, float64, one rounding per end.
+GSMT_HD double boundary_start(int32_t t, float d_start) {
+  const double s = (static_cast<double>(t) + 0.5) - static_cast<double>(d_start);
+  return s > 0.0 ? s : 0.0;
+}
+GSMT_HD double boundary_end(int32_t t, float d_end, int32_t V) {
+  const double e = (static_cast<double>(t) + 0.5) + static_cast<double>(d_end);
+  const double v = static_cast<double>(V);
+  return e < v ? e : v;
+}
+
+// A boundary distance is usable when finite and >= 0 (-0.0 included), tested as the oracle's `isfinite(d) and
+// d >= 0`: NaN fails the compare, +inf the finiteness.
+GSMT_HD bool distance_ok(float d) { return d >= 0.0f && d - d == 0.0f; }
 
 // Snippet units -> seconds, exactly the reference's `offset + u * scale` (two roundings, no FMA).
 GSMT_HD double to_seconds(double offset, double scale, double u) { return offset + u * scale; }

@@ -12,6 +12,8 @@ enum class DType : int32_t { kFloat32 = 0, kFloat16 = 1 };
 
 // The inputs of a batch of B windows: probs (B, K+1, T), masks (B, T, T), C-contiguous float32 or float16 (raw
 // bits), and valid_len (B,). Host pointers for the CPU ops, device pointers for the CUDA ops.
+// boundaries: the boundary head's distances (B, 2, T) float32, C-contiguous, of a model with that head; non-null
+// switches the candidates to boundary candidates (docs/DESIGN.md "Boundary candidates"), nullptr keeps the masks'.
 struct WindowBatch {
   const void* probs;
   DType probs_dtype;
@@ -19,15 +21,18 @@ struct WindowBatch {
   DType masks_dtype;
   const int32_t* valid_len;
   int64_t batch;
+  const float* boundaries = nullptr;
 };
 
-// Fixed-capacity padded outputs of the candidate op: (B, M2) each, plus count (B,) and status (B,).
-// Padding: start = end = label = -1, score = 0.
+// Fixed-capacity padded outputs of the candidate op: (B, M2) each, units (B, M2, 2), plus count (B,) and status (B,).
+// units: each candidate's segment in snippet units ([a, b + 1] for a mask run; start = end = the source snippet for a
+// boundary candidate). Padding: start = end = label = -1, score = 0, units = 0.
 struct CandidateOutputs {
   int32_t* start;
   int32_t* end;
   int32_t* label;
   double* score;
+  double* units;
   int32_t* count;
   int32_t* status;
 };

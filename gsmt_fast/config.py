@@ -43,6 +43,11 @@ class GSMTConfig(_JsonFields):
     """Architecture of the GSMT model (paper §3.1–3.2; docs/DESIGN.md, "Model").
 
     ``temporal_scale`` is T, the fixed number of snippets per window; ``num_classes`` is K (background is index K).
+
+    ``boundary_head`` adds the boundary-refined variant's head (docs/DESIGN.md, "Boundary candidates"): per snippet,
+    the distances from its centre to its instance's start and end, from which the candidates' boundaries come
+    (``InferenceConfig.candidates``). The paper's model has none (False, the default, builds exactly the paper's
+    modules).
     """
 
     num_classes: int = 20
@@ -55,6 +60,7 @@ class GSMTConfig(_JsonFields):
     dropout: float = 0.1
     activation: str = "relu"
     positional_encoding: str = "fixed"
+    boundary_head: bool = False
 
     # Inclusive bounds of the integer fields: far above any real model, low enough that a config (e.g. from a
     # checkpoint's metadata) can never ask for an absurd allocation. num_classes and T are also the limits of the
@@ -81,6 +87,8 @@ class GSMTConfig(_JsonFields):
                              f"got {self.positional_encoding!r}")
         if self.activation not in ("relu", "gelu"):
             raise ValueError(f"activation must be 'relu' or 'gelu', got {self.activation!r}")
+        if not isinstance(self.boundary_head, bool):
+            raise ValueError(f"boundary_head must be true or false, got {self.boundary_head!r}")
 
     PRESETS = {
         # The paper's architecture (Table 3: 2.9 M parameters, 0.6 GFLOPs at K=200, T=100, d_in=2048).
@@ -97,6 +105,8 @@ class GSMTConfig(_JsonFields):
         return cls(**{**cls.PRESETS[name], **overrides})
 
 
+# Where the candidates of a window come from (InferenceConfig.candidates).
+CANDIDATE_SOURCES = ("auto", "masks", "boundaries")
 DEFAULT_MASK_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 # Documented maxima of the post-processing settings: far above the paper's values (M1 50, M2 200, 200 detections,
 # 9 thresholds), and bounding the work one window can ask for. M1 cannot exceed a window; SoftNMS costs
@@ -114,6 +124,10 @@ class InferenceConfig(_JsonFields):
 
     ``score_threshold`` is θ_c, ``pre_nms_topk`` is M2, ``top_snippets`` is M1.
     ``window_overlap`` is the fraction of T shared by consecutive windows in window mode.
+    ``candidates``: where the candidates come from (docs/DESIGN.md, "Boundary candidates"): ``"masks"`` (the paper:
+    runs of the thresholded mask columns), ``"boundaries"`` (one segment per selected snippet from the boundary head
+    of the boundary-refined variant; needs a model with that head) or ``"auto"`` (``"boundaries"`` when the model has
+    the head, else ``"masks"``).
     """
 
     top_snippets: int = 50
@@ -128,6 +142,7 @@ class InferenceConfig(_JsonFields):
     max_detections: int = 200
     multiclass_nms: bool = True
     window_overlap: float = 0.25
+    candidates: str = "auto"
 
     def __post_init__(self):
         self.mask_thresholds = tuple(float(t) for t in self.mask_thresholds)
@@ -154,6 +169,8 @@ class InferenceConfig(_JsonFields):
             raise ValueError(f"window_overlap must be in [0, 1), got {self.window_overlap}")
         if self.nms_sigma <= 0:
             raise ValueError(f"nms_sigma must be > 0, got {self.nms_sigma}")
+        if self.candidates not in CANDIDATE_SOURCES:
+            raise ValueError(f"candidates must be one of {CANDIDATE_SOURCES}, got {self.candidates!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -169,6 +186,16 @@ class InferenceConfig(_JsonFields):
     def replace(self, **overrides) -> InferenceConfig:
         return _from_dict(type(self), {**self.to_dict(), **overrides})
 
+    def candidate_source(self, has_boundaries: bool) -> str:
+        """``"masks"`` or ``"boundaries"``: this config's candidate source for a model with (``has_boundaries``) or
+        without the boundary head; a clear error when it asks for boundaries the model does not have."""
+        if self.candidates == "auto":
+            return "boundaries" if has_boundaries else "masks"
+        if self.candidates == "boundaries" and not has_boundaries:
+            raise ValueError("candidates='boundaries' needs a model with the boundary head (model.boundary_head: "
+                             "true) and its distances; use candidates='masks' or 'auto' for this model")
+        return self.candidates
+
 
 def check_loss_kind(field: str, kind: str) -> str:
     """The one check of a loss variant name (``field`` is ``"cls_loss"`` or ``"mask_loss"``)."""
@@ -183,7 +210,8 @@ class LossConfig(_JsonFields):
 
     ``cls_loss``: ``"focal_lr"`` (lambda1 * focal + (1 - lambda1) * class-balanced LR) or ``"ce"``;
     ``mask_loss``: ``"default"`` (BCE + dice + lambda_b * bIoU), ``"paper"`` (bIoU + lambda2 * dice) or
-    ``"bce_dice"``; ``kernel_size`` is the bIoU boundary band's erosion kernel (odd).
+    ``"bce_dice"``; ``kernel_size`` is the bIoU boundary band's erosion kernel (odd); ``lambda_boundary`` weighs the
+    boundary-distance loss of a model with the boundary head (``GSMTConfig.boundary_head``; unused without it).
     """
 
     cls_loss: str = "focal_lr"
@@ -195,9 +223,13 @@ class LossConfig(_JsonFields):
     alpha: float = 10.0
     kernel_size: int = 7
     balanced_bce: bool = True
+    lambda_boundary: float = 1.0
 
     def __post_init__(self):
         check_loss_kind("cls_loss", self.cls_loss)
+        if isinstance(self.lambda_boundary, bool) or not isinstance(self.lambda_boundary, numbers.Real) or \
+                not 0.0 <= self.lambda_boundary < math.inf:
+            raise ValueError(f"lambda_boundary must be a finite number >= 0, got {self.lambda_boundary!r}")
         check_loss_kind("mask_loss", self.mask_loss)
         if not 0.0 <= self.lambda1 <= 1.0:
             raise ValueError(f"lambda1 must lie in [0, 1], got {self.lambda1}")
@@ -225,5 +257,6 @@ class GridConfig(_JsonFields):
             raise ValueError(f"grid convention must be one of {GRID_CONVENTIONS}, got {self.convention!r}")
 
 
-__all__ = ["GSMTConfig", "InferenceConfig", "GridConfig", "LossConfig", "DEFAULT_MASK_THRESHOLDS", "LOSS_KINDS",
+__all__ = ["GSMTConfig", "InferenceConfig", "GridConfig", "LossConfig", "CANDIDATE_SOURCES", "DEFAULT_MASK_THRESHOLDS",
+           "LOSS_KINDS",
            "MAX_DETECTIONS", "MAX_MASK_THRESHOLDS", "MAX_PRE_NMS_TOPK", "MAX_TOP_SNIPPETS", "check_loss_kind"]

@@ -2,7 +2,9 @@
 
 The exported graph is the network only — ``features (B, T, d_in)`` float32 and ``valid_len (B,)`` int64 in, class
 probabilities ``probs (B, K+1, T)`` and masks ``masks (B, T, T)`` float32 out, exactly what
-:meth:`gsmt_fast.GSMT.predict` returns — with a dynamic batch dimension. Post-processing stays in the compiled
+:meth:`gsmt_fast.GSMT.predict` returns — with a dynamic batch dimension. A model with the boundary head (the
+boundary-refined variant, docs/DESIGN.md "Boundary candidates") has a third output, ``boundaries (B, 2, T)`` float32
+(:func:`output_names`; the metadata's ``outputs`` lists the graph's outputs). Post-processing stays in the compiled
 extension (``gsmt_fast._C``), never in the graph, so every backend shares one definition of a detection.
 
 Why the dynamo exporter (``torch.onnx.export(..., dynamo=True)``): it records the model's shapes symbolically, so the
@@ -10,10 +12,10 @@ graph is exact at every batch size and with padded windows; the TorchScript trac
 the attention's reshapes. Every export is checked with ``onnx.checker`` (full check) and with
 :func:`check_tensorrt_ops` (only operators TensorRT's ONNX parser supports).
 
-Precisions: ``fp32``; ``fp16``/``bf16`` (the trunk in 16 bits, LayerNorms, the two output layers — class head and the
-mask head's final k=1 convolution — and both outputs in float32, as ``predict_bf16`` does: the logits the
-post-processing thresholds are never rounded to 16 bits); ``int8`` (ONNX Runtime only): the fp32 graph with static
-QDQ quantization calibrated on real windows (:func:`quantize_int8`), output layers left in float32.
+Precisions: ``fp32``; ``fp16``/``bf16`` (the trunk in 16 bits, LayerNorms, the output layers — class head, the mask
+head's final k=1 convolution and the boundary head — and the outputs in float32, as ``predict_bf16`` does: the logits
+the post-processing thresholds are never rounded to 16 bits); ``int8`` (ONNX Runtime only): the fp32 graph with
+static QDQ quantization calibrated on real windows (:func:`quantize_int8`), output layers left in float32.
 
 Metadata (``metadata_props``, all prefixed ``gsmt_fast.``): the checkpoint digest (:func:`checkpoint_digest`), the
 model config, class names, grid, input mode and inference defaults (JSON), precision, opset, the batch range and the
@@ -43,7 +45,8 @@ from .files import atomic_path
 from .model import GSMT
 
 INPUT_NAMES = ("features", "valid_len")
-OUTPUT_NAMES = ("probs", "masks")
+OUTPUT_NAMES = ("probs", "masks")  # the paper model's outputs
+BOUNDARY_OUTPUT = "boundaries"  # the third output of a model with the boundary head
 EXPORT_PRECISIONS = ("fp32", "fp16", "bf16")  # exported from PyTorch
 PRECISIONS = EXPORT_PRECISIONS + ("int8",)  # int8: the fp32 graph quantized with calibration (ONNX Runtime)
 # TensorRT 10's ONNX parser accepts opsets 9–20 (onnx-tensorrt docs/operators.md); 20 is the newest it takes.
@@ -88,10 +91,16 @@ class _Float32LayerNorm(nn.Module):
         return self.norm(x.float()).to(x.dtype)
 
 
+def output_names(cfg) -> tuple[str, ...]:
+    """The graph's output names for a model config: :data:`OUTPUT_NAMES`, plus :data:`BOUNDARY_OUTPUT` with the
+    boundary head."""
+    return OUTPUT_NAMES + ((BOUNDARY_OUTPUT,) if getattr(cfg, "boundary_head", False) else ())
+
+
 class ExportedNetwork(nn.Module):
     """What the ONNX graph computes: ``(features float32 (B, T, d_in), valid_len int64 (B,))`` → ``(probs, masks)``
-    float32, as :meth:`GSMT.predict`. ``fp16``/``bf16``: a copy of the model whose trunk runs in that dtype, with
-    float32 LayerNorms and float32 output layers (module docstring)."""
+    float32 (and ``boundaries`` with the boundary head), as :meth:`GSMT.predict`. ``fp16``/``bf16``: a copy of the
+    model whose trunk runs in that dtype, with float32 LayerNorms and float32 output layers (module docstring)."""
 
     def __init__(self, model: GSMT, precision: str = "fp32"):
         super().__init__()
@@ -108,6 +117,8 @@ class ExportedNetwork(nn.Module):
         low.norm = _Float32LayerNorm(low.norm)
         low.cls_head.float()
         low.mask_head[-1].float()
+        if low.boundary_head is not None:
+            low.boundary_head.float()
         self.model, self.dtype = low, dtype
 
     def forward(self, features: torch.Tensor, valid_len: torch.Tensor):
@@ -117,7 +128,10 @@ class ExportedNetwork(nn.Module):
         e = m.embed(features.to(self.dtype), valid_len)
         h = m.mask_head[:-1](e)
         logits = m.cls_head(e.float())
-        return F.softmax(logits, dim=1), torch.sigmoid(m.mask_head[-1](h.float()))
+        out = (F.softmax(logits, dim=1), torch.sigmoid(m.mask_head[-1](h.float())))
+        if m.boundary_head is None:
+            return out
+        return (*out, F.softplus(m.boundary_head(h.float())))
 
 
 # ---------------------------------------------------------------------------------------------------- identity
@@ -245,7 +259,7 @@ def _metadata(model: GSMT, meta: CheckpointMeta, precision: str, opset: int, bat
         "opset": opset,
         "batch": list(batch),
         "inputs": list(INPUT_NAMES),
-        "outputs": list(OUTPUT_NAMES),
+        "outputs": list(output_names(meta.model)),
         "model": meta.model.to_dict(),
         "class_names": list(meta.class_names),
         "grid": meta.grid.to_dict(),
@@ -293,7 +307,7 @@ def export_model(model: GSMT, meta: CheckpointMeta, out, precision: str = "fp32"
     dim = torch.export.Dim("batch", min=batch[0], max=max(batch[2], 2))
     with torch.no_grad(), _quiet():
         program = torch.onnx.export(net, example, dynamo=True, opset_version=opset, input_names=list(INPUT_NAMES),
-                                    output_names=list(OUTPUT_NAMES), verbose=False,
+                                    output_names=list(output_names(cfg)), verbose=False,
                                     dynamic_shapes={"features": {0: dim}, "valid_len": {0: dim}})
     proto = program.model_proto
     check_tensorrt_ops(proto)
@@ -371,15 +385,15 @@ def calibration_windows(model: GSMT, meta: CheckpointMeta, source, split: str = 
 
 
 def quantizable_nodes(model_proto) -> list[str]:
-    """Nodes that int8 quantizes: MatMul/Conv with a weight initializer, except the two output layers (class head,
-    the mask head's last convolution), which stay float32 like in every low-precision path."""
+    """Nodes that int8 quantizes: MatMul/Conv with a weight initializer, except the output layers (class head, the
+    mask head's last convolution, the boundary head), which stay float32 like in every low-precision path."""
     initializers = {i.name for i in model_proto.graph.initializer}
     out = []
     for node in model_proto.graph.node:
         if node.op_type not in ("MatMul", "Conv") or len(node.input) < 2 or node.input[1] not in initializers:
             continue
         weight = node.input[1]
-        if "cls_head." in weight or _is_last_mask_layer(weight):
+        if "cls_head." in weight or "boundary_head." in weight or _is_last_mask_layer(weight):
             continue
         out.append(node.name)
     return out
@@ -458,17 +472,17 @@ def _abs_errors(reference_path, quantized_path, x, valid, batch_size: int) -> tu
 
     sessions = [onnxruntime.InferenceSession(str(p), providers=["CPUExecutionProvider"])
                 for p in (reference_path, quantized_path)]
-    largest, total, count = dict.fromkeys(OUTPUT_NAMES, 0.0), dict.fromkeys(OUTPUT_NAMES, 0.0), dict.fromkeys(
-        OUTPUT_NAMES, 0)
+    names = [o.name for o in sessions[0].get_outputs()]
+    largest, total, count = dict.fromkeys(names, 0.0), dict.fromkeys(names, 0.0), dict.fromkeys(names, 0)
     for s in range(0, len(x), batch_size):
         feeds = {"features": x[s:s + batch_size], "valid_len": valid[s:s + batch_size]}
-        ref, quant = (session.run(list(OUTPUT_NAMES), feeds) for session in sessions)
-        for name, a, b in zip(OUTPUT_NAMES, ref, quant):
+        ref, quant = (session.run(names, feeds) for session in sessions)
+        for name, a, b in zip(names, ref, quant):
             d = np.abs(a.astype(np.float64) - b)
             largest[name] = max(largest[name], float(d.max()))
             total[name] += float(d.sum())
             count[name] += d.size
-    return largest, {name: total[name] / max(count[name], 1) for name in OUTPUT_NAMES}
+    return largest, {name: total[name] / max(count[name], 1) for name in names}
 
 
 @contextlib.contextmanager
@@ -526,7 +540,7 @@ def cached_onnx(model: GSMT, meta: CheckpointMeta, precision: str = "fp32", opse
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = folder / "onnx" / cache_key(digest, precision, opset, versions)
     expected = {"format_version": FORMAT_VERSION, "checkpoint_sha256": digest, "precision": precision,
-                "opset": opset, "versions": versions}
+                "opset": opset, "versions": versions, "outputs": list(output_names(meta.model))}
     if batch is not None:
         expected["batch"] = list(parse_batch(batch))
     if calibration is None and cache_entry_matches(path, expected):
@@ -557,8 +571,11 @@ def export_main(ckpt, out, fmt: str = "onnx", precision: str = "fp32", opset: in
 def session_outputs_shapes(cfg, batch: int) -> dict[str, tuple[int, ...]]:
     """Shapes of the graph's outputs for ``batch`` windows (the binding shapes of every runtime)."""
     t = cfg.temporal_scale
-    return {"probs": (batch, cfg.num_classes + 1, t), "masks": (batch, t, t)}
+    shapes = {"probs": (batch, cfg.num_classes + 1, t), "masks": (batch, t, t)}
+    if getattr(cfg, "boundary_head", False):
+        shapes[BOUNDARY_OUTPUT] = (batch, 2, t)
+    return shapes
 
 
 __all__ = ["export_onnx", "export_model", "cached_onnx", "check_tensorrt_ops", "read_metadata", "checkpoint_digest",
-           "quantize_int8", "calibration_windows", "ExportedNetwork", "TENSORRT_ONNX_OPS"]
+           "quantize_int8", "calibration_windows", "ExportedNetwork", "TENSORRT_ONNX_OPS", "output_names"]

@@ -5,7 +5,9 @@ Losses (all take logits, never probabilities, so that the log terms use stable l
 
 - classification: focal + class-balanced logistic regression (``classification_loss``), or plain cross-entropy;
 - mask: class-balanced BCE, dice and boundary-IoU (bIoU) on the mask columns of the action snippets (``mask_loss``);
-- ``GSMTLoss`` combines both as ``L = L_c + L_m``.
+- boundary distances (the boundary-refined variant only, ``GSMTConfig.boundary_head``): a 1-D distance-IoU loss on
+  the action snippets (``boundary_distance_loss``);
+- ``GSMTLoss`` combines them as ``L = L_c + L_m`` (``+ lambda_boundary * L_d`` when the model has the head).
 
 Padding: windows shorter than T carry a ``valid (B, T)`` mask. Padded snippets are left out of the classification
 average, are never action snippets, and their rows of every mask column count as 0 in both prediction and target
@@ -328,9 +330,46 @@ def mask_loss(
     return terms
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# Boundary distances (the boundary-refined variant)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def boundary_distance_loss(
+    distances: torch.Tensor, target: torch.Tensor, action: torch.Tensor, valid: torch.Tensor | None = None,
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """1-D distance-IoU loss of the boundary head, averaged over the valid action snippets.
+
+    distances (B, 2, T) predicted distances (>= 0) from each snippet's centre to its instance's start (row 0) and end
+    (row 1); target (B, T, 2) the same from :func:`gsmt_fast.data.targets.assign_targets`; action, valid (B, T) bool.
+    Both segments contain the snippet's centre, so with ``(p_s, p_e)`` predicted and ``(g_s, g_e)`` target distances:
+    ``inter = min(p_s, g_s) + min(p_e, g_e)``, ``union = max(p_s, g_s) + max(p_e, g_e)`` (also the length of the
+    smallest segment enclosing both), and the loss is ``1 - inter / union + (c_p - c_g)^2 / union^2`` with ``c`` the
+    segments' centres relative to the snippet (``(p_e - p_s) / 2``): IoU plus the DIoU centre term (Zheng et al.,
+    AAAI 2020), which keeps a gradient when the segments barely overlap. Scale-free, so long and short instances
+    weigh the same, as anchor-free detectors (FCOS, ActionFormer) train their regression."""
+    if distances.dim() != 3 or distances.shape[1] != 2:
+        raise ValueError(f"boundary distances must have shape (B, 2, T), got {tuple(distances.shape)}")
+    batch, _, length = distances.shape
+    if tuple(target.shape) != (batch, length, 2):
+        raise ValueError(f"boundary target must have shape (B, T, 2) = {(batch, length, 2)}, got {tuple(target.shape)}")
+    if tuple(action.shape) != (batch, length):
+        raise ValueError(f"action must have shape (B, T) = {(batch, length)}, got {tuple(action.shape)}")
+    rows = action.bool() & _valid_mask(valid, batch, length, distances.device)
+    pred = distances.transpose(1, 2)[rows]  # (N, 2)
+    goal = target.to(distances.dtype)[rows]
+    inter = torch.minimum(pred[:, 0], goal[:, 0]) + torch.minimum(pred[:, 1], goal[:, 1])
+    union = (torch.maximum(pred[:, 0], goal[:, 0]) + torch.maximum(pred[:, 1], goal[:, 1])).clamp(min=eps)
+    centre_gap = 0.5 * ((pred[:, 1] - pred[:, 0]) - (goal[:, 1] - goal[:, 0]))
+    per_snippet = 1.0 - inter / union + (centre_gap / union) ** 2
+    return _mean_or_zero(per_snippet, distances)
+
+
 class GSMTLoss(nn.Module):
-    """``L = L_c + L_m`` (paper §3.3). forward returns a dict with "cls", the mask terms of ``mask_loss``, "mask" and
-    "total"."""
+    """``L = L_c + L_m`` (paper §3.3), plus ``lambda_boundary * L_d`` for a model with the boundary head. forward
+    returns a dict with "cls", the mask terms of ``mask_loss``, "mask", "boundary" (only when distances are given)
+    and "total"."""
 
     def __init__(self, cfg: LossConfig | None = None, **fields):
         """``GSMTLoss(LossConfig(...))`` or ``GSMTLoss(cls_loss=..., lambda1=..., ...)`` (the LossConfig fields)."""
@@ -345,10 +384,13 @@ class GSMTLoss(nn.Module):
         mask_logits: torch.Tensor,
         targets: dict[str, torch.Tensor],
         valid: torch.Tensor | None = None,
+        boundaries: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """cls_logits (B, K+1, T), mask_logits (B, T, T), targets from ``batch_targets`` (needs "cls", "mask",
-        "action"), valid (B, T) bool (None: targets["valid"] if present, else all valid)."""
-        missing = [key for key in ("cls", "mask", "action") if key not in targets]
+        "action", and "boundary" with ``boundaries``), valid (B, T) bool (None: targets["valid"] if present, else all
+        valid), boundaries (B, 2, T): the boundary head's distances (None: a model without the head)."""
+        required = ("cls", "mask", "action") + (("boundary",) if boundaries is not None else ())
+        missing = [key for key in required if key not in targets]
         if missing:
             raise ValueError(f"targets lack {missing}; build them with batch_targets")
         if valid is None:
@@ -362,6 +404,9 @@ class GSMTLoss(nn.Module):
                                 lambda_b=c.lambda_b, lambda2=c.lambda2, kernel_size=c.kernel_size,
                                 balanced_bce=c.balanced_bce))
         losses["total"] = losses["cls"] + losses["mask"]
+        if boundaries is not None:
+            losses["boundary"] = boundary_distance_loss(boundaries, targets["boundary"], targets["action"], valid)
+            losses["total"] = losses["total"] + c.lambda_boundary * losses["boundary"]
         return losses
 
     def extra_repr(self) -> str:

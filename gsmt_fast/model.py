@@ -5,6 +5,11 @@
 ``GSMT.predict`` gives what inference post-processes (class probabilities and masks); :func:`predict_bf16` is the
 same computation with a bf16 trunk, the CPU fast path beside it (the Triton one is ``gsmt_fast.kernels.model``).
 
+The boundary-refined variant (``cfg.boundary_head``; docs/DESIGN.md, "Boundary candidates") adds a third output
+everywhere: ``boundaries (B, 2, T)``, the distances in snippets from each snippet's centre to the start (row 0) and
+the end (row 1) of its instance, read linearly from the mask branch's hidden features (the features from which the
+mask columns are read) through a softplus. Without the head every function returns exactly the paper model's pair.
+
 Padding: windows shorter than T are zero-padded; ``valid_len (B,)`` masks padded snippets out of attention and zeroes
 their embeddings before the heads, so a padded window computes exactly what its valid part determines.
 """
@@ -18,6 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import GSMTConfig
+
+# Initial output of the boundary head, in snippets (see GSMT.__init__).
+BOUNDARY_INIT = 4.0
 
 
 def sinusoidal_encoding(length: int, dim: int) -> torch.Tensor:
@@ -103,6 +111,14 @@ class GSMT(nn.Module):
             nn.Conv1d(cfg.mask_dim, cfg.mask_dim, kernel_size=3, padding=1), nn.ReLU(),
             nn.Conv1d(cfg.mask_dim, t, kernel_size=1),
         )
+        if cfg.boundary_head:
+            # Built last, so that a paper model's parameters draw the same random numbers with or without this code.
+            self.boundary_head = nn.Conv1d(cfg.mask_dim, 2, kernel_size=1)
+            # Start from distances of about BOUNDARY_INIT snippets (softplus(0) would be 0.69, far below most
+            # instances' half-lengths, which slows the first epochs of the IoU loss).
+            nn.init.constant_(self.boundary_head.bias, math.log(math.expm1(BOUNDARY_INIT)))
+        else:
+            self.boundary_head = None
 
     def embed(self, x: torch.Tensor, valid_len=None) -> torch.Tensor:
         """Snippet embeddings (B, C, T) after the transformer, zero on padded snippets."""
@@ -121,27 +137,32 @@ class GSMT(nn.Module):
             h = h * valid[:, :, None].to(h.dtype)
         return h.transpose(1, 2)
 
-    def forward_logits(self, x: torch.Tensor, valid_len=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Class logits (B, K+1, T) and mask logits (B, T, T) (before the sigmoid; what the losses take)."""
+    def forward_logits(self, x: torch.Tensor, valid_len=None) -> tuple[torch.Tensor, ...]:
+        """Class logits (B, K+1, T) and mask logits (B, T, T) (before the sigmoid; what the losses take), and with the
+        boundary head its distances (B, 2, T)."""
         e = self.embed(x, valid_len)
-        return self.cls_head(e), self.mask_head(e)
+        if self.boundary_head is None:
+            return self.cls_head(e), self.mask_head(e)
+        h = self.mask_head[:-1](e)
+        return self.cls_head(e), self.mask_head[-1](h), F.softplus(self.boundary_head(h))
 
-    def forward(self, x: torch.Tensor, valid_len=None) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, mask_logits = self.forward_logits(x, valid_len)
-        return logits, torch.sigmoid(mask_logits)
+    def forward(self, x: torch.Tensor, valid_len=None) -> tuple[torch.Tensor, ...]:
+        """Class logits (B, K+1, T) and masks (B, T, T) in [0, 1] (and the boundary distances (B, 2, T))."""
+        logits, mask_logits, *boundaries = self.forward_logits(x, valid_len)
+        return (logits, torch.sigmoid(mask_logits), *boundaries)
 
-    def predict(self, x: torch.Tensor, valid_len=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Class probabilities (B, K+1, T) (softmax over the K+1 rows) and masks (B, T, T): what inference
-        post-processes."""
-        logits, masks = self(x, valid_len)
-        return torch.softmax(logits, dim=1), masks
+    def predict(self, x: torch.Tensor, valid_len=None) -> tuple[torch.Tensor, ...]:
+        """Class probabilities (B, K+1, T) (softmax over the K+1 rows) and masks (B, T, T) (and the boundary
+        distances (B, 2, T)): what inference post-processes."""
+        logits, masks, *boundaries = self(x, valid_len)
+        return (torch.softmax(logits, dim=1), masks, *boundaries)
 
 
-def predict_bf16(model: GSMT, x: torch.Tensor, valid_len=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """:meth:`GSMT.predict` with the transformer and the two k=3 mask convolutions under bf16 autocast and the two
-    output layers (class head, the mask head's final k=1 convolution) in float32: every logit that the
-    post-processing thresholds is computed in float32, because rounding the mask logits to bf16 moves values across
-    the mask thresholds (bench/RESULTS.md has the accuracy of both choices)."""
+def predict_bf16(model: GSMT, x: torch.Tensor, valid_len=None) -> tuple[torch.Tensor, ...]:
+    """:meth:`GSMT.predict` with the transformer and the two k=3 mask convolutions under bf16 autocast and the
+    output layers (class head, the mask head's final k=1 convolution, the boundary head) in float32: every logit that
+    the post-processing thresholds is computed in float32, because rounding the mask logits to bf16 moves values
+    across the mask thresholds (bench/RESULTS.md has the accuracy of both choices)."""
     with torch.autocast(x.device.type, dtype=torch.bfloat16):
         e = model.embed(x, valid_len)
         h = model.mask_head[:-1](e)
@@ -149,8 +170,14 @@ def predict_bf16(model: GSMT, x: torch.Tensor, valid_len=None) -> tuple[torch.Te
     # channels is slow): class logits from the channels-last embedding, masks as W3 @ h2 per window.
     cls, last = model.cls_head, model.mask_head[-1]
     logits = F.linear(e.transpose(1, 2).float(), cls.weight[:, :, 0], cls.bias)
-    mask_logits = torch.baddbmm(last.bias[None, :, None], last.weight[:, :, 0].expand(len(h), -1, -1), h.float())
-    return torch.softmax(logits.transpose(1, 2), dim=1), torch.sigmoid(mask_logits)
+    h = h.float()
+    mask_logits = torch.baddbmm(last.bias[None, :, None], last.weight[:, :, 0].expand(len(h), -1, -1), h)
+    out = (torch.softmax(logits.transpose(1, 2), dim=1), torch.sigmoid(mask_logits))
+    if model.boundary_head is None:
+        return out
+    head = model.boundary_head
+    distances = torch.baddbmm(head.bias[None, :, None], head.weight[:, :, 0].expand(len(h), -1, -1), h)
+    return (*out, F.softplus(distances))
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -48,7 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "data": {"root": None},
     "model": {"preset": "small"},
     "loss": {"cls_loss": "focal_lr", "mask_loss": "default", "lambda1": 0.4, "lambda2": 0.4, "lambda_b": 0.1,
-             "gamma": 2.0, "alpha": 10.0, "kernel_size": 7, "balanced_bce": True},
+             "gamma": 2.0, "alpha": 10.0, "kernel_size": 7, "balanced_bce": True, "lambda_boundary": 1.0},
     "train": {"epochs": 20, "batch_size": 16, "optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4,
               "momentum": 0.9, "scheduler": "cosine", "warmup_epochs": 1, "grad_clip": 1.0,
               "window_overlap": 0.5, "skip_empty_windows": False, "num_threads": None},
@@ -234,6 +234,14 @@ class _LogitsForward(torch.nn.Module):
         return self.model.forward_logits(x, valid_len)
 
 
+def _loss_terms(forward, criterion: GSMTLoss, b: dict) -> dict:
+    """The loss terms of one batch from ``WindowDataset.batch``: the model's outputs (class logits, mask logits, and
+    the boundary distances of a model with the boundary head) against the batch's targets."""
+    cls_logits, mask_logits, *boundaries = forward(b["features"], b["valid_len"])
+    targets = {"cls": b["cls"], "mask": b["mask"], "action": b["action"], "boundary": b["boundary"]}
+    return criterion(cls_logits, mask_logits, targets, b["valid"], boundaries[0] if boundaries else None)
+
+
 def _distributed_step(forward, criterion, data: WindowDataset, step_windows: torch.Tensor, world, per_rank: int):
     """One rank's part of a global batch: (loss to backpropagate, the global batch's loss terms as floats).
 
@@ -244,8 +252,7 @@ def _distributed_step(forward, criterion, data: WindowDataset, step_windows: tor
     mine = step_windows[world.rank * per_rank:(world.rank + 1) * per_rank]
     empty = len(mine) == 0
     b = data.batch(step_windows[:1] if empty else mine)
-    cls_logits, mask_logits = forward(b["features"], b["valid_len"])
-    terms = criterion(cls_logits, mask_logits, {"cls": b["cls"], "mask": b["mask"], "action": b["action"]}, b["valid"])
+    terms = _loss_terms(forward, criterion, b)
     counts = torch.tensor([0.0, 0.0] if empty else [float(b["valid"].sum()), float(b["action"].sum())],
                           dtype=torch.float64)
     local_valid, local_action = counts.tolist()
@@ -255,9 +262,14 @@ def _distributed_step(forward, criterion, data: WindowDataset, step_windows: tor
     names = [k for k in terms if k != "total"]
     weighted = torch.stack([terms[k].detach() * (w_cls if k == "cls" else w_mask) for k in names]).double()
     global_terms = dict(zip(names, distributed.all_reduce_sum(world, weighted).tolist()))
-    global_terms["total"] = global_terms["cls"] + global_terms["mask"]
-    loss = world.world_size * (terms["cls"] * w_cls + terms["mask"] * w_mask)
-    return loss, global_terms
+    # The boundary term, like the mask terms, is a mean over action snippets.
+    lambda_boundary = criterion.cfg.lambda_boundary
+    global_terms["total"] = global_terms["cls"] + global_terms["mask"] + \
+        lambda_boundary * global_terms.get("boundary", 0.0)
+    loss = terms["cls"] * w_cls + terms["mask"] * w_mask
+    if "boundary" in terms:
+        loss = loss + lambda_boundary * terms["boundary"] * w_mask
+    return world.world_size * loss, global_terms
 
 
 def train(cfg: dict, out_dir: str | Path, data_root: str | Path | None = None, resume: bool = False,
@@ -355,10 +367,7 @@ def train(cfg: dict, out_dir: str | Path, data_root: str | Path | None = None, r
             if world.world_size > 1:
                 loss, step_terms = _distributed_step(forward, criterion, data, step_windows, world, per_rank)
             else:
-                b = data.batch(step_windows)
-                cls_logits, mask_logits = forward(b["features"], b["valid_len"])
-                terms = criterion(cls_logits, mask_logits,
-                                  {"cls": b["cls"], "mask": b["mask"], "action": b["action"]}, b["valid"])
+                terms = _loss_terms(forward, criterion, data.batch(step_windows))
                 loss, step_terms = terms["total"], {k: float(v.detach()) for k, v in terms.items()}
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -9,7 +9,9 @@ One module per kernel, its naive PyTorch version beside it (``<op>_naive``: what
 * ``layer_norm``: ``layer_norm_rows`` — the final LayerNorm, padded snippets written as zeros;
 * ``class_head``: ``class_head`` — class logits, softmax, foreground max/argmax and the top-M1 snippets;
 * ``mask_head``: ``mask_head`` — conv k=3 + ReLU ×2 and the k=1 projection to T + sigmoid, the T×T masks written once
-  (or only selected columns).
+  (or only selected columns);
+* ``boundary_head``: ``boundary_head`` — the boundary-refined variant's head: a k=1 projection of the mask head's
+  hidden features to two distances + softplus.
 
 ``model`` chains them into the whole GSMT forward pass (used by ``gsmt_fast.backends.triton_backend``); ``_checks``
 holds the wrappers' shared input validation.

@@ -241,7 +241,7 @@ def _conv3_bias_relu(x: torch.Tensor, w_taps: torch.Tensor, bias: torch.Tensor, 
     return y
 
 
-def mask_head(e, w1, b1, w2, b2, w3, b3, *, columns=None, out_dtype=None, out=None):
+def mask_head(e, w1, b1, w2, b2, w3, b3, *, columns=None, out_dtype=None, out=None, hidden=False):
     """Mask head on channels-last embeddings: sigmoid(conv1x1(relu(conv3(relu(conv3(e)))))) as (B, T, T) masks.
 
     Args:
@@ -257,9 +257,12 @@ def mask_head(e, w1, b1, w2, b2, w3, b3, *, columns=None, out_dtype=None, out=No
         out_dtype: float32, float16 or bfloat16; default float32 for float32 compute, float16 otherwise (or
             ``out.dtype`` when ``out`` is given).
         out: optional preallocated output of the result's shape and dtype, on e's device (any strides).
+        hidden: also return h2 (B, T, Cm) in the compute dtype, the features the masks are read from (the boundary
+            head of the boundary-refined variant reads them too: :mod:`gsmt_fast.kernels.boundary_head`).
 
     Returns:
-        masks (B, T, T) with ``masks[b, i, t]`` = channel i of the mask predicted from snippet t, or (B, T, M).
+        masks (B, T, T) with ``masks[b, i, t]`` = channel i of the mask predicted from snippet t, or (B, T, M);
+        ``(masks, h2)`` with ``hidden=True``.
     """
     check_tensor("e", e)
     if e.dim() != 3:
@@ -313,7 +316,7 @@ def mask_head(e, w1, b1, w2, b2, w3, b3, *, columns=None, out_dtype=None, out=No
             raise TypeError(f"out has dtype {out.dtype} but out_dtype is {out_dtype}")
         check_device("out", out, device, "e")
     if out.numel() == 0:
-        return out
+        return (out, torch.empty((batch, length, c_m), dtype=e.dtype, device=device)) if hidden else out
 
     compute_dtype = e.dtype
     # fp32 must not silently become TF32: the fp32 path is the exactness reference of the engine.
@@ -341,4 +344,4 @@ def mask_head(e, w1, b1, w2, b2, w3, b3, *, columns=None, out_dtype=None, out=No
         out.stride(0), out.stride(1), out.stride(2),
         GATHER=gather, DOT_PRECISION=precision, **config,
     )
-    return out
+    return (out, h2) if hidden else out

@@ -9,7 +9,9 @@ Activations are channels-last ``(B*T, C)`` in the compute dtype:
    ``fused_linear`` (LayerNorm 2 prologue → FC → activation + residual);
 3. ``layer_norm_rows``: the final LayerNorm, padded snippets written as zeros (as ``GSMT.embed``);
 4. ``class_head``: class logits → softmax (float32 ``(B, K+1, T)``);
-5. ``mask_head``: conv k=3 + ReLU, conv k=3 + ReLU, conv k=1 → T + sigmoid, the T×T masks written once.
+5. ``mask_head``: conv k=3 + ReLU, conv k=3 + ReLU, conv k=1 → T + sigmoid, the T×T masks written once;
+6. with the boundary head (the boundary-refined variant): ``boundary_head`` on the mask head's h2 → the boundary
+   distances ``(B, 2, T)`` float32.
 
 Matrices are cast to the compute dtype once (:func:`prepare_weights`); LayerNorm parameters and biases stay float32
 for the fp32 statistics and epilogues.
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from . import attention, class_head, layer_norm, linear, mask_head
+from . import attention, boundary_head, class_head, layer_norm, linear, mask_head
 
 
 def prepare_weights(model, dtype: torch.dtype, device) -> dict:
@@ -46,14 +48,17 @@ def prepare_weights(model, dtype: torch.dtype, device) -> dict:
     conv1, conv2, conv3 = model.mask_head[0], model.mask_head[2], model.mask_head[4]
     w["mask"] = (mat(conv1.weight), vec(conv1.bias), mat(conv2.weight), vec(conv2.bias),
                  mat(conv3.weight.squeeze(-1)), vec(conv3.bias))
+    if model.boundary_head is not None:  # float32: an output layer, like the class head's statistics
+        w["boundary"] = (vec(model.boundary_head.weight.squeeze(-1)), vec(model.boundary_head.bias))
     return w
 
 
 def forward(weights: dict, cfg, x: torch.Tensor, valid_len: torch.Tensor, compute_dtype: torch.dtype,
-            mask_dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+            mask_dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, ...]:
     """``x (B, T, d_in)`` (any float dtype) and ``valid_len (B,)`` int32 on the weights' device → class probabilities
-    ``(B, K+1, T)`` float32 and masks ``(B, T, T)`` in ``mask_dtype``. ``cfg`` is the model's
-    :class:`gsmt_fast.config.GSMTConfig`. Launches kernels only: no host synchronisation (CUDA-graph capturable)."""
+    ``(B, K+1, T)`` float32 and masks ``(B, T, T)`` in ``mask_dtype``, plus the boundary distances ``(B, 2, T)``
+    float32 for a model with the boundary head. ``cfg`` is the model's :class:`gsmt_fast.config.GSMTConfig`.
+    Launches kernels only: no host synchronisation (CUDA-graph capturable)."""
     b, t, d = x.shape
     c = cfg.hidden_dim
     act = "relu" if cfg.activation == "relu" else "gelu"
@@ -71,8 +76,10 @@ def forward(weights: dict, cfg, x: torch.Tensor, valid_len: torch.Tensor, comput
     e = layer_norm.layer_norm_rows(h, ln_w, ln_b, eps, valid_len=valid_len, period=t).view(b, t, c)
     # No top-M1 selection here: the post-processing op selects the snippets itself.
     probs = class_head.class_head(e, weights["cls_w"], weights["cls_b"], valid_len, None).probs
-    masks = mask_head.mask_head(e, *weights["mask"], out_dtype=mask_dtype)
-    return probs, masks
+    if "boundary" not in weights:
+        return probs, mask_head.mask_head(e, *weights["mask"], out_dtype=mask_dtype)
+    masks, hidden = mask_head.mask_head(e, *weights["mask"], out_dtype=mask_dtype, hidden=True)
+    return probs, masks, boundary_head.boundary_head(hidden, *weights["boundary"])
 
 
 __all__ = ["forward", "prepare_weights"]

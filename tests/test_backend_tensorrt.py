@@ -19,10 +19,12 @@ from gsmt_fast.postprocess import native
 T, D, K = 16, 4, 2
 
 
-@pytest.fixture
-def ckpt(tmp_path):
+@pytest.fixture(params=[False, True], ids=["paper", "boundary_head"])
+def ckpt(tmp_path, request):
+    """A tiny checkpoint: the paper model, and the boundary-refined variant (a third output, ``boundaries``)."""
     torch.manual_seed(0)
-    model = gsmt_fast.GSMT(gsmt_fast.GSMTConfig.preset("tiny", num_classes=K, temporal_scale=T, input_dim=D))
+    model = gsmt_fast.GSMT(gsmt_fast.GSMTConfig.preset("tiny", num_classes=K, temporal_scale=T, input_dim=D,
+                                                       boundary_head=request.param))
     with torch.no_grad():
         model.cls_head.weight.mul_(8)
     path = tmp_path / "m.safetensors"
@@ -81,6 +83,12 @@ def test_engine_cache_key_and_entry_checks(tmp_path):
 def test_engine_io_check():
     cfg = gsmt_fast.GSMTConfig.preset("tiny", num_classes=K, temporal_scale=T, input_dim=D)
     good = [(s.name, s.is_input, s.dtype) for s in trt_backend.io_specs(cfg)]
+    variant = gsmt_fast.GSMTConfig.preset("tiny", num_classes=K, temporal_scale=T, input_dim=D, boundary_head=True)
+    with_boundaries = [(s.name, s.is_input, s.dtype) for s in trt_backend.io_specs(variant)]
+    assert with_boundaries == good + [("boundaries", False, torch.float32)]
+    trt_backend.check_engine_io(variant, with_boundaries)
+    with pytest.raises(RuntimeError, match="not this model's"):  # an engine of the paper graph for the variant
+        trt_backend.check_engine_io(variant, good)
     trt_backend.check_engine_io(cfg, good)
     with pytest.raises(RuntimeError, match="not this model's"):
         trt_backend.check_engine_io(cfg, [("valid_len", True, torch.int32) if n == "valid_len" else (n, i, d)
@@ -114,8 +122,8 @@ class ReferenceContext:
         x = _read(self.addresses["features"], (b, cfg.temporal_scale, cfg.input_dim), np.float32)
         n = _read(self.addresses["valid_len"], (b,), np.int64)
         with torch.no_grad():
-            probs, masks = self.model.predict(torch.from_numpy(x.copy()), torch.from_numpy(n.copy()))
-        for name, value in (("probs", probs), ("masks", masks)):
+            outputs = self.model.predict(torch.from_numpy(x.copy()), torch.from_numpy(n.copy()))
+        for name, value in zip(("probs", "masks", "boundaries"), outputs):
             data = np.ascontiguousarray(value.numpy())
             ctypes.memmove(self.addresses[name], data.ctypes.data, data.nbytes)
         self.calls.append((b, stream))
@@ -128,19 +136,22 @@ def _read(address, shape, dtype):
     return np.frombuffer(buffer, dtype=dtype).reshape(shape)
 
 
-def test_engine_runner_binds_by_name_and_chunks_over_the_profile():
+@pytest.mark.parametrize("boundary_head", [False, True])
+def test_engine_runner_binds_by_name_and_chunks_over_the_profile(boundary_head):
     torch.manual_seed(1)
-    model = gsmt_fast.GSMT(gsmt_fast.GSMTConfig.preset("tiny", num_classes=K, temporal_scale=T, input_dim=D)).eval()
+    model = gsmt_fast.GSMT(gsmt_fast.GSMTConfig.preset("tiny", num_classes=K, temporal_scale=T, input_dim=D,
+                                                       boundary_head=boundary_head)).eval()
     context = ReferenceContext(model)
     runner = trt_backend.EngineRunner(context, model.cfg, max_batch=2, device=torch.device("cpu"))
     x = torch.randn(5, T, D)
     n = torch.tensor([T, T, 3, T, 9])
-    probs, masks = runner(x, n, stream=1234)
+    outputs = runner(x, n, stream=1234)
     assert [c for c in context.calls] == [(2, 1234), (2, 1234), (1, 1234)]
     with torch.no_grad():
-        ref_probs, ref_masks = model.predict(x, n)
-    torch.testing.assert_close(probs, ref_probs, rtol=0, atol=1e-6)
-    torch.testing.assert_close(masks, ref_masks, rtol=0, atol=1e-6)
+        expected = model.predict(x, n)
+    assert len(outputs) == len(expected) == (3 if boundary_head else 2)
+    for got, want in zip(outputs, expected):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
 
 
 @pytest.mark.skipif(not native.available(), reason="gsmt_fast._C is not built")

@@ -395,3 +395,61 @@ def test_importing_losses_does_not_import_kornia():
 
     code = "import sys, gsmt_fast.losses; assert 'kornia' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# boundary distances (the boundary-refined variant)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_boundary_distance_loss_hand_values():
+    from gsmt_fast.losses import boundary_distance_loss
+
+    # snippet 0: predicted (2, 1), target (1, 3): inter 1 + 1 = 2, union 2 + 3 = 5, centres (1 - 2)/2 and (3 - 1)/2
+    # differ by 1.5 -> 1 - 2/5 + (1.5/5)^2 = 0.69. Snippet 1: exact -> 0. Snippet 2: background, left out.
+    distances = torch.tensor([[[2.0, 4.0, 9.0], [1.0, 0.5, 9.0]]], dtype=torch.float64)
+    target = torch.tensor([[[1.0, 3.0], [4.0, 0.5], [0.0, 0.0]]], dtype=torch.float64)
+    action = torch.tensor([[True, True, False]])
+    loss = boundary_distance_loss(distances, target, action)
+    assert loss.item() == pytest.approx((0.69 + 0.0) / 2, abs=1e-12)
+    # padded snippets are left out even when marked as action
+    valid = torch.tensor([[True, False, True]])
+    assert boundary_distance_loss(distances, target, action, valid).item() == pytest.approx(0.69, abs=1e-12)
+    # nothing to average: a zero that keeps the graph
+    d = distances.clone().requires_grad_(True)
+    zero = boundary_distance_loss(d, target, torch.zeros(1, 3, dtype=torch.bool))
+    zero.backward()
+    assert zero.item() == 0.0 and d.grad is not None
+    with pytest.raises(ValueError, match=r"\(B, 2, T\)"):
+        boundary_distance_loss(distances[:, :1], target, action)
+    with pytest.raises(ValueError, match="boundary target"):
+        boundary_distance_loss(distances, target[:, :2], action)
+
+
+def test_boundary_distance_loss_gradient_moves_towards_the_target():
+    from gsmt_fast.losses import boundary_distance_loss
+
+    # too short on both sides: the gradient must grow both distances
+    d = torch.tensor([[[1.0], [1.0]]], dtype=torch.float64, requires_grad=True)
+    boundary_distance_loss(d, torch.tensor([[[3.0, 2.0]]], dtype=torch.float64), torch.tensor([[True]])).backward()
+    assert (d.grad < 0).all()
+
+
+def test_gsmt_loss_adds_the_weighted_boundary_term():
+    targets = example_targets()
+    generator = torch.Generator().manual_seed(5)
+    cls_logits = torch.randn(2, NUM_CLASSES + 1, 16, generator=generator)
+    mask_logits = torch.randn(2, 16, 16, generator=generator)
+    distances = torch.rand(2, 2, 16, generator=generator, requires_grad=True)
+    targets["boundary"] = torch.rand(2, 16, 2, generator=generator)
+    plain = GSMTLoss()(cls_logits, mask_logits, targets)
+    losses = GSMTLoss(lambda_boundary=0.5)(cls_logits, mask_logits, targets, None, distances)
+    assert "boundary" not in plain and losses["boundary"].item() > 0
+    assert losses["total"].item() == pytest.approx(plain["total"].item() + 0.5 * losses["boundary"].item(), rel=1e-6)
+    losses["total"].backward()
+    assert torch.isfinite(distances.grad).all() and distances.grad.abs().sum() > 0
+    del targets["boundary"]
+    with pytest.raises(ValueError, match="targets lack.*boundary"):
+        GSMTLoss()(cls_logits, mask_logits, targets, None, distances)
+    with pytest.raises(ValueError, match="lambda_boundary"):
+        GSMTLoss(lambda_boundary=-1.0)

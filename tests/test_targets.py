@@ -177,3 +177,44 @@ def test_batch_targets_stacks_windows():
     with pytest.raises(ValueError, match="at least one"):
         batch_targets([])
     assert isinstance(a, Targets)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# boundary-distance targets (the boundary head of the boundary-refined variant)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_boundary_targets_are_distances_from_each_centre_to_its_instance_ends():
+    # [1.2, 4.6] owns snippets 1..4 (centres 1.5 .. 4.5); background rows stay 0
+    t = assign_targets(np.array([[1.2, 4.6]]), np.array([0]), K, 7)
+    assert t.boundary.shape == (7, 2) and t.boundary.dtype == np.float32
+    expected = np.zeros((7, 2), np.float32)
+    for snippet in (1, 2, 3, 4):
+        expected[snippet] = (snippet + 0.5 - 1.2, 4.6 - snippet - 0.5)
+    np.testing.assert_allclose(t.boundary, expected, rtol=0, atol=1e-6)
+
+
+def test_boundary_targets_follow_the_owner_and_clip_to_the_valid_window():
+    # A = [-3, 8] (clipped to [0, valid_len = 6]), B = [2.2, 3.8] inside it wins snippets 2, 3
+    t = assign_targets(np.array([[-3.0, 8.0], [2.2, 3.8]]), np.array([0, 1]), K, 8, valid_len=6)
+    np.testing.assert_allclose(t.boundary[0], (0.5, 5.5), atol=1e-6)    # A clipped to [0, 6]
+    np.testing.assert_allclose(t.boundary[2], (0.3, 1.3), atol=1e-6)    # B: 2.5 - 2.2, 3.8 - 2.5
+    np.testing.assert_allclose(t.boundary[3], (1.3, 0.3), atol=1e-6)
+    np.testing.assert_allclose(t.boundary[5], (5.5, 0.5), atol=1e-6)
+    assert not t.boundary[6:].any()  # padding
+
+
+def test_boundary_targets_of_a_sub_snippet_instance_are_not_negative():
+    # [3.6, 3.9] marks snippet 3 (centre 3.5, outside the instance): start distance clamps to 0
+    t = assign_targets(np.array([[3.6, 3.9]]), np.array([2]), K, 8)
+    np.testing.assert_allclose(t.boundary[3], (0.0, 0.4), atol=1e-6)
+    assert (t.boundary >= 0).all()
+
+
+def test_batch_targets_stack_boundary_targets():
+    a = assign_targets(np.array([[1.0, 3.0]]), np.array([0]), K, 6)
+    b = assign_targets(np.array([[0.0, 2.0]]), np.array([4]), K, 6, valid_len=4)
+    batch = batch_targets([a, b])
+    assert batch["boundary"].shape == (2, 6, 2)
+    np.testing.assert_allclose(batch["boundary"][0, 1].numpy(), (0.5, 1.5))
+    np.testing.assert_allclose(batch["boundary"][1, 0].numpy(), (0.5, 1.5))

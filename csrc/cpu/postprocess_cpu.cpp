@@ -1,5 +1,6 @@
-// CPU batched post-processing: the candidates of B windows (steps 1-5 of docs/DESIGN.md "Post-processing") and their
-// SoftNMS in seconds (step 6), parallel over windows with std::thread. Matches gsmt_fast/postprocess/reference.py
+// CPU batched post-processing: the candidates of B windows (steps 1-5 of docs/DESIGN.md "Post-processing", or the
+// boundary candidates of the boundary-refined variant) and their SoftNMS in seconds (step 6), parallel over windows
+// with std::thread. Matches gsmt_fast/postprocess/reference.py
 // exactly (the shared rules are in gsmt_core.h).
 #include <algorithm>
 #include <atomic>
@@ -198,17 +199,60 @@ void long_runs(const float* column, const uint8_t* level, int32_t V, int32_t lab
   }
 }
 
-// Steps 1-5 for one window; fills s.top (sorted, <= M2) and returns the window status.
+// Boundary distances of one window, (2, T): kBoundariesInvalid unless the valid part is finite and >= 0.
+int32_t check_boundaries(const float* bounds, int32_t V, int64_t T) {
+  uint32_t bad = 0;  // branch-free so that it vectorises
+  for (int64_t row = 0; row < 2; ++row) {
+    for (int32_t t = 0; t < V; ++t) bad |= distance_ok(bounds[row * T + t]) ? 0u : 1u;
+  }
+  return bad ? kBoundariesInvalid : 0;
+}
+
+// Step 5's ordering: the first M2 candidates in output order (candidate_before: score descending, then start,
+// end, label; for boundary candidates start = end = the source snippet). Returns status 0.
+int32_t sort_top(std::vector<Candidate>& top, int32_t pre_nms_topk) {
+  auto before = [](const Candidate& x, const Candidate& y) { return candidate_before(x, y); };
+  const size_t keep = std::min<size_t>(top.size(), static_cast<size_t>(pre_nms_topk));
+  if (keep < top.size()) {
+    std::nth_element(top.begin(), top.begin() + keep, top.end(), before);
+    top.resize(keep);
+  }
+  std::sort(top.begin(), top.end(), before);
+  return 0;
+}
+
+// The segment of candidate c in snippet units: [a, b + 1] for a mask run, the boundary segment of its source
+// snippet with distances (bounds non-null).
+inline void candidate_units(const Candidate& c, const float* bounds, int64_t T, int32_t V, double* start,
+                            double* end) {
+  if (bounds == nullptr) {
+    *start = static_cast<double>(c.start);
+    *end = static_cast<double>(c.end + 1);
+  } else {
+    *start = boundary_start(c.start, bounds[c.start]);
+    *end = boundary_end(c.start, bounds[T + c.start], V);
+  }
+}
+
+// Steps 1-5 for one window; fills s.top (sorted, <= M2) and returns the window status. `bounds` (2, T) non-null:
+// boundary candidates (steps 3'-5'), one per selected snippet t, as Candidate{t, t, label, P[label, t]}.
 template <class PT, class MT>
-int32_t window_candidates_one(const PT* probs, const MT* masks, int32_t V, const CandidateParams& p, Scratch& s) {
+int32_t window_candidates_one(const PT* probs, const MT* masks, const float* bounds, int32_t V,
+                              const CandidateParams& p, Scratch& s) {
   s.top.clear();
   const int64_t T = p.T;
   const int64_t K = p.num_rows - 1;
   if (V < 1 || V > T) return kBadValidLen;
   if (p.validate) {
-    const int32_t status = check_block(probs, p.num_rows, V, T, kProbsNonFinite, kProbsOutOfRange);
+    int32_t status = check_block(probs, p.num_rows, V, T, kProbsNonFinite, kProbsOutOfRange);
     if (status != 0) return status;
-    // The masks are checked row by row during the gather below: one pass over the largest input.
+    // Mask candidates check the masks row by row during the gather below (one pass over the largest input);
+    // boundary candidates never gather, so they check here, then the distances (the oracle's order).
+    if (bounds != nullptr) {
+      status = check_block(masks, V, V, T, kMasksNonFinite, kMasksOutOfRange);
+      if (status == 0) status = check_boundaries(bounds, V, T);
+      if (status != 0) return status;
+    }
   }
 
   // Step 1: foreground and label; strict > keeps the lowest class on ties (float compares == float64 compares).
@@ -241,6 +285,15 @@ int32_t window_candidates_one(const PT* probs, const MT* masks, int32_t V, const
     std::sort(s.order.begin(), s.order.begin() + M1);
   }
   const int32_t* selected = s.order.data();
+
+  if (bounds != nullptr) {  // steps 3'-5': one candidate per selected snippet, no merge needed (t is unique)
+    for (int32_t j = 0; j < M1; ++j) {
+      const int32_t t = selected[j];
+      const double score = candidate_score(load_value(probs + label[t] * T, t), 1.0f);
+      if (score > p.score_threshold) s.top.push_back(Candidate{t, t, label[t], score});
+    }
+    return sort_top(s.top, p.pre_nms_topk);
+  }
 
   // Gather the selected columns row by row (rows are contiguous in memory, columns strided by T) into contiguous
   // columns (M1 write streams, one cache line each at a time), checking each mask row on the way: one pass over
@@ -275,16 +328,8 @@ int32_t window_candidates_one(const PT* probs, const MT* masks, int32_t V, const
   }
 
   // Step 5: top M2 of the distinct candidates in output order.
-  std::vector<Candidate>& top = s.top;
-  s.table.drain(top);
-  auto before = [](const Candidate& x, const Candidate& y) { return candidate_before(x, y); };
-  const size_t keep = std::min<size_t>(top.size(), static_cast<size_t>(p.pre_nms_topk));
-  if (keep < top.size()) {
-    std::nth_element(top.begin(), top.begin() + keep, top.end(), before);
-    top.resize(keep);
-  }
-  std::sort(top.begin(), top.end(), before);
-  return 0;
+  s.table.drain(s.top);
+  return sort_top(s.top, p.pre_nms_topk);
 }
 
 // Runs fn(window, scratch) for every window on up to num_threads threads (the caller's thread included), pulling
@@ -317,50 +362,61 @@ void parallel_windows(int64_t batch, int num_threads, Fn fn) {
 }
 
 template <class PT, class MT>
-void candidates_batch(const PT* probs, const MT* masks, const int32_t* valid_len, int64_t batch,
-                      const CandidateParams& p, const CandidateOutputs& out, int num_threads) {
+void candidates_batch(const PT* probs, const MT* masks, const float* boundaries, const int32_t* valid_len,
+                      int64_t batch, const CandidateParams& p, const CandidateOutputs& out, int num_threads) {
   const int64_t window_probs = p.num_rows * p.T;
   const int64_t window_masks = p.T * p.T;
   const int64_t cap = p.pre_nms_topk;
   parallel_windows(batch, num_threads, [&](int64_t b, Scratch& s) {
-    out.status[b] = window_candidates_one(probs + b * window_probs, masks + b * window_masks, valid_len[b], p, s);
+    const float* bounds = boundaries == nullptr ? nullptr : boundaries + b * 2 * p.T;
+    out.status[b] = window_candidates_one(probs + b * window_probs, masks + b * window_masks, bounds, valid_len[b],
+                                          p, s);
     const int64_t n = static_cast<int64_t>(s.top.size());
     out.count[b] = static_cast<int32_t>(n);
     for (int64_t r = 0; r < cap; ++r) {
       const bool real = r < n;
+      double unit_start = 0.0, unit_end = 0.0;
+      if (real) candidate_units(s.top[r], bounds, p.T, valid_len[b], &unit_start, &unit_end);
       out.start[b * cap + r] = real ? s.top[r].start : -1;
       out.end[b * cap + r] = real ? s.top[r].end : -1;
       out.label[b * cap + r] = real ? s.top[r].label : -1;
       out.score[b * cap + r] = real ? s.top[r].score : 0.0;
+      out.units[(b * cap + r) * 2] = unit_start;
+      out.units[(b * cap + r) * 2 + 1] = unit_end;
     }
   });
 }
 
 template <class PT, class MT>
-void detections_batch(const PT* probs, const MT* masks, const int32_t* valid_len, const TimeMaps& time,
-                      int64_t batch, const CandidateParams& p, const NmsParams& nms, const DetectionOutputs& out,
-                      int num_threads) {
+void detections_batch(const PT* probs, const MT* masks, const float* boundaries, const int32_t* valid_len,
+                      const TimeMaps& time, int64_t batch, const CandidateParams& p, const NmsParams& nms,
+                      const DetectionOutputs& out, int num_threads) {
   const double* scale = time.scale;
   const double* offset = time.offset;
   const int64_t window_probs = p.num_rows * p.T;
   const int64_t window_masks = p.T * p.T;
   const int64_t cap = nms.max_detections;
   parallel_windows(batch, num_threads, [&](int64_t b, Scratch& s) {
+    const float* bounds = boundaries == nullptr ? nullptr : boundaries + b * 2 * p.T;
     int32_t status = 0;
     if (!time_map_ok(scale[b], offset[b], p.T)) {
       status = kBadTimeMap;
       s.top.clear();
     } else {
-      status = window_candidates_one(probs + b * window_probs, masks + b * window_masks, valid_len[b], p, s);
+      status = window_candidates_one(probs + b * window_probs, masks + b * window_masks, bounds, valid_len[b], p,
+                                     s);
     }
     const int64_t n = static_cast<int64_t>(s.top.size());
-    // SoftNMS runs on the candidates converted to seconds, [a, b + 1] snippet units, as the oracle does.
+    // SoftNMS runs on the candidates converted to seconds (their snippet-unit segments, offset + u * scale), as the
+    // oracle does.
     s.segments.resize(2 * n);
     s.scores.resize(n);
     s.labels.resize(n);
     for (int64_t i = 0; i < n; ++i) {
-      s.segments[2 * i] = to_seconds(offset[b], scale[b], static_cast<double>(s.top[i].start));
-      s.segments[2 * i + 1] = to_seconds(offset[b], scale[b], static_cast<double>(s.top[i].end + 1));
+      double unit_start, unit_end;
+      candidate_units(s.top[i], bounds, p.T, valid_len[b], &unit_start, &unit_end);
+      s.segments[2 * i] = to_seconds(offset[b], scale[b], unit_start);
+      s.segments[2 * i + 1] = to_seconds(offset[b], scale[b], unit_end);
       s.scores[i] = s.top[i].score;
       s.labels[i] = s.top[i].label;
     }
@@ -404,14 +460,15 @@ void dispatch_dtypes(const WindowBatch& in, Fn fn) {
 void window_candidates_cpu(const WindowBatch& in, const CandidateParams& params, const CandidateOutputs& out,
                            int num_threads) {
   dispatch_dtypes(in, [&](auto typed_probs, auto typed_masks) {
-    candidates_batch(typed_probs, typed_masks, in.valid_len, in.batch, params, out, num_threads);
+    candidates_batch(typed_probs, typed_masks, in.boundaries, in.valid_len, in.batch, params, out, num_threads);
   });
 }
 
 void window_detections_cpu(const WindowBatch& in, const TimeMaps& time, const CandidateParams& params,
                            const NmsParams& nms, const DetectionOutputs& out, int num_threads) {
   dispatch_dtypes(in, [&](auto typed_probs, auto typed_masks) {
-    detections_batch(typed_probs, typed_masks, in.valid_len, time, in.batch, params, nms, out, num_threads);
+    detections_batch(typed_probs, typed_masks, in.boundaries, in.valid_len, time, in.batch, params, nms, out,
+                     num_threads);
   });
 }
 

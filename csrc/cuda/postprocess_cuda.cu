@@ -6,6 +6,9 @@
 //   check_window       status: time map, valid_len, optional finiteness / [0, 1] scan of the valid part;
 //   foreground_phase   foreground + label per snippet (threads over t); the hash table emptied;
 //   select_phase       top-M1 snippets by rank counting (exact tie order, no sort);
+//   boundary_phase     boundary candidates instead of runs_phase (a model with the boundary head): one candidate
+//                      per selected snippet t keyed (t, t, label) into the same table, so the sort below gives the
+//                      oracle's (score desc, source snippet) order;
 //   runs_phase         one warp per selected column: the column goes to shared memory, then per threshold 32 rows
 //                      at a time: __ballot_sync packs the active rows, run starts are A & ~(A << 1 | carry) and ends
 //                      A & ~(A >> 1 | next), a segmented max-scan (__shfl_up_sync) gives each run's max; every
@@ -193,10 +196,12 @@ __device__ void warp_long_runs(const WindowShared& w, const float* column, int V
 
 // ---- the phases ----
 
-// The window's status, with the CPU path's precedence: time map, valid_len, probs (non-finite, range), masks.
-// Block-uniform result (every thread returns the same value).
+// The window's status, with the CPU path's precedence: time map, valid_len, probs (non-finite, range), masks, then
+// the boundary distances when given (B(2, T) of this window, or nullptr). Block-uniform result (every thread returns
+// the same value).
 template <class PT, class MT>
-__device__ int check_window(const PT* P, const MT* M, int V, bool time_map_ok, const CandidateParams& p) {
+__device__ int check_window(const PT* P, const MT* M, const float* B, int V, bool time_map_ok,
+                            const CandidateParams& p) {
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int64_t T = p.T;
   if (!time_map_ok) return kBadTimeMap;
@@ -224,10 +229,16 @@ __device__ int check_window(const PT* P, const MT* M, int V, bool time_map_ok, c
   }
   const bool masks_nonfinite = __syncthreads_or(nonfinite);
   const bool masks_range = __syncthreads_or(range_bad);
+  bool distances_bad = false;
+  if (B != nullptr) {
+    for (int i = tid; i < 2 * V; i += kThreads) distances_bad |= !distance_ok(B[(i / V) * T + i % V]);
+  }
+  const bool boundaries_bad = __syncthreads_or(distances_bad);
   return probs_nonfinite   ? kProbsNonFinite
          : probs_range     ? kProbsOutOfRange
          : masks_nonfinite ? kMasksNonFinite
          : masks_range     ? kMasksOutOfRange
+         : boundaries_bad  ? kBoundariesInvalid
                            : 0;
 }
 
@@ -302,6 +313,36 @@ __device__ int runs_phase(const WindowShared& w, const PT* P, const MT* M, int V
   return s_status;
 }
 
+// Boundary candidates (steps 3'-5' of the oracle): one per selected snippet t, keyed (t, t, label) with score
+// P[label, t]; t is unique, so nothing merges, and the table's (score desc, key asc) sort is the oracle's order.
+template <class PT>
+__device__ int boundary_phase(const WindowShared& w, const PT* P, int M1, const CandidateParams& p) {
+  __shared__ int s_status;
+  if (threadIdx.x == 0) s_status = 0;
+  __syncthreads();
+  for (int j = threadIdx.x; j < M1; j += kThreads) {
+    const int t = w.selected[j];
+    const int32_t label = w.label[t];
+    emit_candidate(w, &s_status, t, t, label, load_value(P, label * p.T + t), 1.0f, p.score_threshold);
+  }
+  __syncthreads();
+  return s_status;
+}
+
+// The segment of the candidate with packed key `key` in snippet units: [a, b + 1] for a mask run (B == nullptr),
+// the boundary segment of its source snippet otherwise.
+__device__ __forceinline__ void candidate_units(unsigned long long key, const float* B, int64_t T, int V,
+                                                double* start, double* end) {
+  if (B == nullptr) {
+    *start = static_cast<double>(key_start(key));
+    *end = static_cast<double>(key_end(key) + 1);
+  } else {
+    const int32_t t = key_start(key);
+    *start = boundary_start(t, B[t]);
+    *end = boundary_end(t, B[T + t], V);
+  }
+}
+
 // Compacts the table's occupied slots to its front, in block-sized chunks (a block-wide exclusive scan each, in
 // place: a chunk is read into registers before any of its entries moves, and entries only move to lower slots),
 // then sorts them by (score desc, key asc) with a bitonic sort. Returns the number of distinct candidates.
@@ -364,14 +405,18 @@ __device__ int sort_phase(const WindowShared& w) {
 // Window b's candidate rows: the first n sorted table entries, then padding up to M2; count and status.
 // n = 0 writes an all-padding row (a window with a bad status).
 __device__ void write_candidates(const CandidateOutputs& out, int64_t b, int64_t M2, int n, const WindowShared& w,
-                                 int status) {
+                                 const float* B, int64_t T, int V, int status) {
   for (int64_t r = threadIdx.x; r < M2; r += kThreads) {
     const bool real = r < n;
     const unsigned long long key = real ? w.keys[r] : 0ull;
+    double unit_start = 0.0, unit_end = 0.0;
+    if (real) candidate_units(key, B, T, V, &unit_start, &unit_end);
     out.start[b * M2 + r] = real ? key_start(key) : -1;
     out.end[b * M2 + r] = real ? key_end(key) : -1;
     out.label[b * M2 + r] = real ? key_label(key) : -1;
     out.score[b * M2 + r] = real ? __longlong_as_double(static_cast<long long>(w.scores[r])) : 0.0;
+    out.units[(b * M2 + r) * 2] = unit_start;
+    out.units[(b * M2 + r) * 2 + 1] = unit_end;
   }
   if (threadIdx.x == 0) {
     out.count[b] = n;
@@ -398,7 +443,8 @@ __device__ void write_detection_padding(const DetectionOutputs& out, int64_t b, 
 // how many were kept. The NMS arrays overlay the candidate-generation region (dead now); the table is read by the
 // first loop, then its key array holds the class groups' starts.
 __device__ int soft_nms_phase(const WindowShared& w, unsigned char* smem, const Layout& L, int n, double scale,
-                              double offset, const NmsParams& nms, const DetectionOutputs& out, int64_t b) {
+                              double offset, const float* B, int64_t T, int V, const NmsParams& nms,
+                              const DetectionOutputs& out, int64_t b) {
   NmsArrays a;
   double* start = reinterpret_cast<double*>(smem + L.nms_start);
   double* end = reinterpret_cast<double*>(smem + L.nms_end);
@@ -414,8 +460,10 @@ __device__ int soft_nms_phase(const WindowShared& w, unsigned char* smem, const 
   for (int i = threadIdx.x; i < n; i += kThreads) {
     const unsigned long long key = keys[i];
     const int s = partition_position<int32_t>(i, n, nms.multiclass, [&](int j) { return key_label(keys[j]); });
-    start[s] = to_seconds(offset, scale, static_cast<double>(key_start(key)));
-    end[s] = to_seconds(offset, scale, static_cast<double>(key_end(key) + 1));
+    double unit_start, unit_end;
+    candidate_units(key, B, T, V, &unit_start, &unit_end);
+    start[s] = to_seconds(offset, scale, unit_start);
+    end[s] = to_seconds(offset, scale, unit_end);
     label[s] = key_label(key);
     a.score[s] = __longlong_as_double(static_cast<long long>(w.scores[i]));
     a.alive[s] = a.score[s] >= nms.min_score ? 1 : 0;
@@ -434,12 +482,14 @@ __device__ int soft_nms_phase(const WindowShared& w, unsigned char* smem, const 
 template <class PT, class MT, bool kDetections>
 __global__ void __launch_bounds__(kThreads)
     postprocess_kernel(const PT* __restrict__ probs, const MT* __restrict__ masks,
-                       const int32_t* __restrict__ valid_len, const TimeMaps time, const CandidateParams p,
-                       const NmsParams nms, const CandidateOutputs cand_out, const DetectionOutputs det_out) {
+                       const float* __restrict__ boundaries, const int32_t* __restrict__ valid_len,
+                       const TimeMaps time, const CandidateParams p, const NmsParams nms,
+                       const CandidateOutputs cand_out, const DetectionOutputs det_out) {
   extern __shared__ __align__(16) unsigned char smem[];
   const int64_t b = blockIdx.x;
   const PT* P = probs + b * p.num_rows * p.T;
   const MT* M = masks + b * p.T * p.T;
+  const float* B = boundaries == nullptr ? nullptr : boundaries + b * 2 * p.T;
   const Layout L = make_layout(p);
   const WindowShared w{reinterpret_cast<float*>(smem + L.foreground),
                        reinterpret_cast<int32_t*>(smem + L.label),
@@ -450,25 +500,25 @@ __global__ void __launch_bounds__(kThreads)
                        L.column_warps};
   const int V = valid_len[b];
   const bool usable_time_map = !kDetections || time_map_ok(time.scale[b], time.offset[b], p.T);
-  const int bad = check_window(P, M, V, usable_time_map, p);
+  const int bad = check_window(P, M, B, V, usable_time_map, p);
   if (bad != 0) {  // block-uniform
     if (kDetections) {
       write_detection_padding(det_out, b, nms.max_detections, 0, bad);
     } else {
-      write_candidates(cand_out, b, p.pre_nms_topk, 0, w, bad);
+      write_candidates(cand_out, b, p.pre_nms_topk, 0, w, B, p.T, V, bad);
     }
     return;
   }
   foreground_phase(w, P, V, p);
   const int M1 = select_phase(w, V, p);
-  const int status = runs_phase(w, P, M, V, M1, p);
+  const int status = B == nullptr ? runs_phase(w, P, M, V, M1, p) : boundary_phase(w, P, M1, p);
   const int distinct = sort_phase(w);
   const int n = distinct < p.pre_nms_topk ? distinct : p.pre_nms_topk;
   if (!kDetections) {
-    write_candidates(cand_out, b, p.pre_nms_topk, n, w, status);
+    write_candidates(cand_out, b, p.pre_nms_topk, n, w, B, p.T, V, status);
     return;
   }
-  const int kept = soft_nms_phase(w, smem, L, n, time.scale[b], time.offset[b], nms, det_out, b);
+  const int kept = soft_nms_phase(w, smem, L, n, time.scale[b], time.offset[b], B, p.T, V, nms, det_out, b);
   write_detection_padding(det_out, b, nms.max_detections, kept, status);
 }
 
@@ -516,7 +566,7 @@ void launch(const WindowBatch& in, const TimeMaps& time, const CandidateParams& 
   auto run = [&](auto kernel, auto typed_probs, auto typed_masks) {
     allow_shared_memory(reinterpret_cast<const void*>(kernel), device, shared, params.T);
     kernel<<<static_cast<unsigned>(in.batch), kThreads, shared, static_cast<cudaStream_t>(stream)>>>(
-        typed_probs, typed_masks, in.valid_len, time, params, nms, cand_out, det_out);
+        typed_probs, typed_masks, in.boundaries, in.valid_len, time, params, nms, cand_out, det_out);
     check_cuda(cudaGetLastError(), "postprocess kernel launch");
   };
   const bool p16 = in.probs_dtype == DType::kFloat16, m16 = in.masks_dtype == DType::kFloat16;

@@ -88,16 +88,25 @@ class OnnxRuntimeBackend(ExtensionPostprocessing, Backend):
         options.log_severity_level = 3  # errors only: constant-folding notes are not the user's business
         self.session = ort.InferenceSession(str(onnx_path), options, providers=providers)
         self.providers = self.session.get_providers()
+        from ..export import output_names
+
+        # probs, masks (and the boundary distances of a model with the boundary head): a file from elsewhere
+        # (onnx_path) must have exactly the outputs this model's post-processing takes.
+        self.output_names = list(output_names(model.cfg))
+        found = [o.name for o in self.session.get_outputs()]
+        if found != self.output_names:
+            raise ValueError(f"{onnx_path}: the ONNX graph's outputs are {found}, but this model needs "
+                             f"{self.output_names} (was it exported from this checkpoint?)")
 
     def forward(self, windows, valid_len):
-        """Probabilities and masks: NumPy on the CPU provider; torch CUDA tensors on a GPU provider (bound in place,
-        so the CUDA post-processing reads them on the device)."""
+        """Probabilities and masks (and the boundary distances of a model with the boundary head): NumPy on the CPU
+        provider; torch CUDA tensors on a GPU provider (bound in place, so the CUDA post-processing reads them on the
+        device)."""
         if self.device.type == "cuda":
             return self._forward_cuda(windows, valid_len)
         x = np.ascontiguousarray(windows, dtype=np.float32)
         n = np.ascontiguousarray(valid_len, dtype=np.int64)
-        probs, masks = self.session.run(["probs", "masks"], {"features": x, "valid_len": n})
-        return probs, masks
+        return tuple(self.session.run(self.output_names, {"features": x, "valid_len": n}))
 
     def _forward_cuda(self, windows, valid_len):
         from ..export import session_outputs_shapes
@@ -114,4 +123,4 @@ class OnnxRuntimeBackend(ExtensionPostprocessing, Backend):
             binding.bind_output(name, "cuda", index, np.float32, list(tensor.shape), tensor.data_ptr())
         torch.cuda.current_stream(self.device).synchronize()  # the inputs are written before ONNX Runtime reads
         self.session.run_with_iobinding(binding)
-        return outputs["probs"], outputs["masks"]
+        return tuple(outputs[name] for name in self.output_names)

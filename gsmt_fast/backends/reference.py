@@ -24,11 +24,11 @@ class ReferenceBackend(Backend):
     def forward(self, windows, valid_len):
         x = torch.as_tensor(windows, dtype=torch.float32, device=self.device)
         n = torch.as_tensor(valid_len, dtype=torch.int64, device=self.device)
-        probs, masks = self.model.predict(x, n)
-        return probs.cpu().numpy(), masks.cpu().numpy()
+        return tuple(output.cpu().numpy() for output in self.model.predict(x, n))
 
-    def candidates(self, probs, masks, valid_len, cfg: InferenceConfig):
-        return [window_candidates(probs[i], masks[i], int(valid_len[i]), cfg) for i in range(len(valid_len))]
+    def candidates(self, probs, masks, valid_len, cfg: InferenceConfig, boundaries=None):
+        return [window_candidates(probs[i], masks[i], int(valid_len[i]), cfg,
+                                  None if boundaries is None else boundaries[i]) for i in range(len(valid_len))]
 
     def soft_nms(self, segments, scores, labels, cfg: InferenceConfig):
         return soft_nms(*check_inputs(segments, scores, labels), **cfg.nms_kwargs())

@@ -68,12 +68,16 @@ class TensorSpec:
 
 
 def io_specs(cfg) -> list[TensorSpec]:
-    """The engine's bindings, as the ONNX export names them: ``features``/``valid_len`` in, ``probs``/``masks`` out."""
+    """The engine's bindings, as the ONNX export names them: ``features``/``valid_len`` in, ``probs``/``masks`` out,
+    and ``boundaries`` out for a model with the boundary head."""
     t, d, k = cfg.temporal_scale, cfg.input_dim, cfg.num_classes
-    return [TensorSpec("features", (-1, t, d), torch.float32, True),
-            TensorSpec("valid_len", (-1,), torch.int64, True),
-            TensorSpec("probs", (-1, k + 1, t), torch.float32, False),
-            TensorSpec("masks", (-1, t, t), torch.float32, False)]
+    specs = [TensorSpec("features", (-1, t, d), torch.float32, True),
+             TensorSpec("valid_len", (-1,), torch.int64, True),
+             TensorSpec("probs", (-1, k + 1, t), torch.float32, False),
+             TensorSpec("masks", (-1, t, t), torch.float32, False)]
+    if getattr(cfg, "boundary_head", False):
+        specs.append(TensorSpec("boundaries", (-1, 2, t), torch.float32, False))
+    return specs
 
 
 def profile_shapes(cfg, batch) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
@@ -217,20 +221,21 @@ class EngineRunner:
         self.context, self.cfg, self.max_batch, self.device = context, cfg, int(max_batch), device
 
     def __call__(self, x: torch.Tensor, valid_len: torch.Tensor, stream: int):
-        t, k = self.cfg.temporal_scale, self.cfg.num_classes
         b = len(x)
-        probs = torch.empty((b, k + 1, t), dtype=torch.float32, device=self.device)
-        masks = torch.empty((b, t, t), dtype=torch.float32, device=self.device)
+        # probs, masks (and boundaries with the boundary head), in io_specs order
+        outputs = {spec.name: torch.empty((b,) + spec.shape[1:], dtype=spec.dtype, device=self.device)
+                   for spec in io_specs(self.cfg) if not spec.is_input}
         for s in range(0, b, self.max_batch):
             e = min(b, s + self.max_batch)
-            tensors = {"features": x[s:e], "valid_len": valid_len[s:e], "probs": probs[s:e], "masks": masks[s:e]}
+            tensors = {"features": x[s:e], "valid_len": valid_len[s:e],
+                       **{name: tensor[s:e] for name, tensor in outputs.items()}}
             self.context.set_input_shape("features", tuple(tensors["features"].shape))
             self.context.set_input_shape("valid_len", tuple(tensors["valid_len"].shape))
             for name, tensor in tensors.items():
                 self.context.set_tensor_address(name, tensor.data_ptr())
             if not self.context.execute_async_v3(stream):
                 raise RuntimeError("TensorRT failed to enqueue the engine")
-        return probs, masks
+        return tuple(outputs.values())
 
 
 class TensorRTBackend(ExtensionPostprocessing, Backend):
@@ -270,7 +275,8 @@ class TensorRTBackend(ExtensionPostprocessing, Backend):
         self._run = EngineRunner(self.context, model.cfg, self.batch[2], self.device)
 
     def forward(self, windows, valid_len):
-        """Probabilities and masks as CUDA tensors, computed on the current stream (the post-processing op runs
+        """Probabilities and masks (and the boundary distances with the boundary head) as CUDA tensors, computed on
+        the current stream (the post-processing op runs
         after them on the same stream)."""
         x = torch.as_tensor(windows, dtype=torch.float32).to(self.device, non_blocking=True).contiguous()
         n = torch.as_tensor(valid_len, dtype=torch.int64).to(self.device, non_blocking=True).contiguous()

@@ -81,7 +81,7 @@ class _GraphBucket:
         torch.cuda.current_stream(dev).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            self.valid, self.probs, self.masks, self.result = self._run(backend, cfg)
+            self.valid, self.probs, self.masks, self.boundaries, self.result = self._run(backend, cfg)
         # The detections come back through pinned buffers: asynchronous copies of every field, one synchronisation.
         self.result_host = self.result.map(lambda a: torch.empty(a.shape, dtype=a.dtype, pin_memory=True))
 
@@ -226,15 +226,18 @@ class TritonBackend(ExtensionPostprocessing, Backend):
         self._staging = _HostStaging(self.device) if self.device.type == "cuda" else None
 
     # ------------------------------------------------------------------ compute
-    def forward_device(self, x: torch.Tensor, valid_len: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_device(self, x: torch.Tensor, valid_len: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``x (B, T, d_in)`` on the device (any float dtype), ``valid_len (B,)`` int32 on the device → class
-        probabilities ``(B, K+1, T)`` float32 and masks ``(B, T, T)`` float32. No host synchronisation."""
+        probabilities ``(B, K+1, T)`` float32 and masks ``(B, T, T)`` float32 (and the boundary distances
+        ``(B, 2, T)`` float32 of a model with the boundary head). No host synchronisation."""
         return self.kernels.forward(self._weights, self.model_cfg, x, valid_len, self.dtype, self.mask_dtype)
 
     def _pipeline(self, x, valid, scale, offset, cfg: InferenceConfig):
-        probs, masks = self.forward_device(x, valid)
-        result = native.window_detections_batch(probs, masks, valid, scale, offset, cfg, validate=True, check=False)
-        return probs, masks, result
+        probs, masks, *boundaries = self.forward_device(x, valid)
+        boundaries = boundaries[0] if cfg.candidate_source(bool(boundaries)) == "boundaries" else None
+        result = native.window_detections_batch(probs, masks, valid, scale, offset, cfg, validate=True, check=False,
+                                                boundaries=boundaries)
+        return probs, masks, boundaries, result
 
     # ------------------------------------------------------------------ Backend interface
     @torch.inference_mode()
@@ -264,9 +267,11 @@ class TritonBackend(ExtensionPostprocessing, Backend):
         the device), ``valid_len``, ``scale``, ``offset`` ``(B,)``. Returns a :class:`native.DetectionBatch` (on
         the host when ``to_host``, else device tensors valid until the next call). Uses the CUDA graphs."""
         if not self.use_graphs:
-            probs, masks = self.forward(windows, valid_len)
+            probs, masks, *boundaries = self.forward(windows, valid_len)
             result = native.window_detections_batch(probs, masks, np.asarray(valid_len), np.asarray(scale),
-                                                    np.asarray(offset), cfg)
+                                                    np.asarray(offset), cfg,
+                                                    boundaries=boundaries[0] if cfg.candidate_source(
+                                                        bool(boundaries)) == "boundaries" else None)
             return result.to_host() if to_host else result
         b = len(windows)
         # Checked here as the CUDA post-processing op checks them; host values stay on the host (they reach the
@@ -299,12 +304,13 @@ class TritonBackend(ExtensionPostprocessing, Backend):
             bucket.graph.replay()
             inputs = (bucket.probs[:n], bucket.masks[:n], bucket.valid[:n], bucket.window_values[1, :n],
                       bucket.window_values[2, :n])
+            boundaries = None if bucket.boundaries is None else bucket.boundaries[:n]
             if to_host:
                 # All outputs come back with one synchronisation; the status is checked on the host copy.
-                parts.append(native.check_detections(bucket.fetch(n), *inputs, cfg))
+                parts.append(native.check_detections(bucket.fetch(n), *inputs, cfg, boundaries=boundaries))
             else:
                 device_part = bucket.result.map(lambda a, n=n: a[:n])
-                native.check_detections(device_part, *inputs, cfg)
+                native.check_detections(device_part, *inputs, cfg, boundaries=boundaries)
                 parts.append(device_part.map(torch.clone))  # the graph reuses its outputs
         return native.DetectionBatch.concat(parts)
 

@@ -72,13 +72,13 @@ def video_windows(video: VideoAnnotation, feats: np.ndarray, mode: str, grid_cfg
 
 
 class WindowDataset(torch.utils.data.Dataset):
-    """All windows of one split held in memory (features float32, mask targets uint8)."""
+    """All windows of one split held in memory (features float32, mask targets uint8, boundary targets float32)."""
 
     def __init__(self, videos: list[VideoAnnotation], store: FeatureStore, classes: list[str], mode: str,
                  grid_cfg: GridConfig, temporal_scale: int, overlap: float, skip_empty: bool = False):
         t = temporal_scale
         index = {c: i for i, c in enumerate(classes)}
-        feats, valid, cls, mask = [], [], [], []
+        feats, valid, cls, mask, boundary = [], [], [], [], []
         self.window_video: list[str] = []
         for v in videos:
             x = store.load(v.video_id)
@@ -94,6 +94,7 @@ class WindowDataset(torch.utils.data.Dataset):
                 valid.append(len(w.features))
                 cls.append(tg.cls)
                 mask.append(tg.mask.astype(np.uint8))
+                boundary.append(tg.boundary)
                 self.window_video.append(v.video_id)
         if not feats:
             raise ValueError("no training windows: the split is empty")
@@ -101,6 +102,7 @@ class WindowDataset(torch.utils.data.Dataset):
         self.valid_len = torch.tensor(valid, dtype=torch.int64)
         self.cls = torch.from_numpy(np.stack(cls))
         self.mask = torch.from_numpy(np.stack(mask))
+        self.boundary = torch.from_numpy(np.stack(boundary))
         self.num_classes = len(classes)
 
     def __len__(self) -> int:
@@ -111,7 +113,8 @@ class WindowDataset(torch.utils.data.Dataset):
         valid = torch.arange(t)[None, :] < self.valid_len[idx][:, None]
         cls = self.cls[idx]
         return {"features": self.features[idx], "valid_len": self.valid_len[idx], "valid": valid,
-                "cls": cls, "mask": self.mask[idx].float(), "action": (cls < self.num_classes) & valid}
+                "cls": cls, "mask": self.mask[idx].float(), "action": (cls < self.num_classes) & valid,
+                "boundary": self.boundary[idx]}
 
 
 def load_split(spec: DatasetSpec) -> tuple[AnnotationSet, FeatureStore]:

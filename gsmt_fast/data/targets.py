@@ -1,8 +1,8 @@
 """Training targets of GSMT (paper §3.3): per-snippet classes and the T×T global segmentation mask of a window.
 
-``assign_targets`` turns the instances of one window (in snippet units) into per-snippet classes and the mask target
-(NumPy, used by the dataset); ``batch_targets`` stacks several windows into the torch tensors the losses take
-(:mod:`gsmt_fast.losses`).
+``assign_targets`` turns the instances of one window (in snippet units) into per-snippet classes, the mask target and
+the boundary-distance target of the boundary-refined variant (NumPy, used by the dataset); ``batch_targets`` stacks
+several windows into the torch tensors the losses take (:mod:`gsmt_fast.losses`).
 """
 
 from __future__ import annotations
@@ -22,12 +22,17 @@ class Targets:
     mask: (T, T) float32, column t is the mask target g_t of snippet t (all zeros for background snippets).
     instance: (T,) int64, index (into the input instances) of the instance owning snippet t; -1 for background.
     valid_len: number of valid (non-padded) snippets.
+    boundary: (T, 2) float32, for an action snippet t the distances from its centre t + 0.5 to the start and to the
+        end of its instance, the instance clipped to the valid window ``[0, valid_len]`` first (what the window can
+        see); each distance is at least 0 (a sub-snippet instance's one snippet may have its centre outside it).
+        Zeros on background and padded snippets. The target of the boundary head (``GSMTConfig.boundary_head``).
     """
 
     cls: np.ndarray
     mask: np.ndarray
     instance: np.ndarray
     valid_len: int
+    boundary: np.ndarray | None = None
 
 
 def assign_targets(
@@ -51,7 +56,9 @@ def assign_targets(
       instance index) and gets its class;
     - the mask column g_t of an action snippet t is 1 on all snippets of t's instance, whether or not that instance
       won them, and 0 elsewhere (padded rows included). An instance whose snippets were all won by shorter instances
-      contributes no column.
+      contributes no column;
+    - the boundary target of an action snippet t is ``(t + 0.5 - s, e - t - 0.5)`` with ``[s, e]`` its instance
+      clipped to ``[0, valid_len]``, each clamped at 0.
     """
     if not isinstance(temporal_scale, (int, np.integer)) or temporal_scale < 1:
         raise ValueError(f"temporal_scale must be a positive integer, got {temporal_scale!r}")
@@ -107,14 +114,21 @@ def assign_targets(
         cls[free] = labels[j]
 
     mask = np.zeros((temporal_scale, temporal_scale), dtype=np.float32)
-    for t in np.flatnonzero(instance >= 0):
+    boundary = np.zeros((temporal_scale, 2), dtype=np.float32)
+    action = np.flatnonzero(instance >= 0)
+    for t in action:
         mask[members[int(instance[t])], t] = 1.0
-    return Targets(cls=cls, mask=mask, instance=instance, valid_len=valid_len)
+    if action.size:
+        owners = segments[instance[action]]
+        centres = action + 0.5
+        boundary[action, 0] = np.maximum(centres - np.maximum(owners[:, 0], 0.0), 0.0)
+        boundary[action, 1] = np.maximum(np.minimum(owners[:, 1], float(valid_len)) - centres, 0.0)
+    return Targets(cls=cls, mask=mask, instance=instance, valid_len=valid_len, boundary=boundary)
 
 
 def batch_targets(targets: list[Targets], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
     """Stack the targets of several windows: cls (B, T) int64, mask (B, T, T) float32, action (B, T) bool,
-    instance (B, T) int64 and valid (B, T) bool."""
+    instance (B, T) int64, valid (B, T) bool and, when every window has one, boundary (B, T, 2) float32."""
     if len(targets) == 0:
         raise ValueError("batch_targets needs at least one Targets")
     scales = {len(t.cls) for t in targets}
@@ -123,10 +137,13 @@ def batch_targets(targets: list[Targets], device: torch.device | str | None = No
     temporal_scale = scales.pop()
     instance = torch.as_tensor(np.stack([t.instance for t in targets]), device=device)
     valid_len = torch.as_tensor([t.valid_len for t in targets], device=device)
-    return {
+    out = {
         "cls": torch.as_tensor(np.stack([t.cls for t in targets]), device=device),
         "mask": torch.as_tensor(np.stack([t.mask for t in targets]), device=device),
         "action": instance >= 0,
         "instance": instance,
         "valid": torch.arange(temporal_scale, device=device)[None, :] < valid_len[:, None],
     }
+    if all(t.boundary is not None for t in targets):
+        out["boundary"] = torch.as_tensor(np.stack([t.boundary for t in targets]), device=device)
+    return out

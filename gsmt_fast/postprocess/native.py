@@ -12,8 +12,10 @@ Both batched ops reproduce the oracle :mod:`gsmt_fast.postprocess.reference` win
   on CPU and GPU, while NumPy's ``np.exp`` itself differs between CPUs in the last bit for some arguments).
 
 Inputs: ``probs (B, K+1, T)`` and ``masks (B, T, T)``, float16 or float32 (each independently), as NumPy arrays or
-torch tensors. Host inputs (NumPy, CPU tensors) run the C++ op and return NumPy arrays; CUDA tensors run the CUDA op
-on the tensors' device and current stream and return CUDA tensors. No libtorch is linked: CUDA tensors are passed as
+torch tensors; for a model with the boundary head also ``boundaries (B, 2, T)`` float32, which switch the candidates
+to boundary candidates (``reference`` module docstring) unless ``cfg.candidates`` is ``"masks"``. Host inputs (NumPy,
+CPU tensors) run the C++ op and return NumPy arrays; CUDA tensors run the CUDA op on the tensors' device and current
+stream and return CUDA tensors. No libtorch is linked: CUDA tensors are passed as
 ``data_ptr()`` integers. Non-contiguous inputs are copied to contiguous ones (never rejected). Only the first
 ``valid_len`` snippets of a window are read or checked (the padding may hold NaN).
 
@@ -52,6 +54,7 @@ STATUS_MASKS_RANGE = 8
 STATUS_BAD_VALID_LEN = 16
 STATUS_OVERFLOW = 32
 STATUS_BAD_TIME_MAP = 64
+STATUS_BOUNDARIES = 128
 
 
 def extension():
@@ -164,26 +167,28 @@ class _PaddedBatch:
 @dataclass
 class CandidateBatch(_PaddedBatch):
     """Padded candidates of B windows: ``start``/``end``/``labels`` ``(B, M2)`` int32, ``scores`` ``(B, M2)``
-    float64, ``count`` ``(B,)`` int32 (row b is valid up to ``count[b]``; padding is -1 / 0.0), ``status`` ``(B,)``
-    int32 (0 = ok)."""
+    float64, ``units`` ``(B, M2, 2)`` float64 (each candidate's segment in snippet units: ``[a, b + 1]`` for a mask
+    run; for a boundary candidate ``start`` = ``end`` = its source snippet), ``count`` ``(B,)`` int32 (row b is valid
+    up to ``count[b]``; padding is -1 / 0.0), ``status`` ``(B,)`` int32 (0 = ok)."""
 
     start: Any
     end: Any
     labels: Any
     scores: Any
+    units: Any
     count: Any
     status: Any
 
     # (shape after the window axis, dtype) per field; "W" is M2
-    LAYOUT: ClassVar = ((("W",), "int32"), (("W",), "int32"), (("W",), "int32"), (("W",), "float64"), ((), "int32"),
-                        ((), "int32"))
+    LAYOUT: ClassVar = ((("W",), "int32"), (("W",), "int32"), (("W",), "int32"), (("W",), "float64"),
+                        (("W", 2), "float64"), ((), "int32"), ((), "int32"))
 
     def as_candidates(self) -> list[Candidates]:
-        """One reference :class:`Candidates` per window (NumPy, int64 indices)."""
-        start, end, labels, scores, count = (to_numpy(a) for a in (self.start, self.end, self.labels, self.scores,
-                                                                  self.count))
-        return [Candidates(start=start[b, :n], end=end[b, :n], labels=labels[b, :n], scores=scores[b, :n])
-                for b, n in enumerate(count.tolist())]
+        """One reference :class:`Candidates` per window (NumPy, int64 indices, ``units`` set)."""
+        start, end, labels, scores, units, count = (to_numpy(a) for a in (self.start, self.end, self.labels,
+                                                                         self.scores, self.units, self.count))
+        return [Candidates(start=start[b, :n], end=end[b, :n], labels=labels[b, :n], scores=scores[b, :n],
+                           units=units[b, :n]) for b, n in enumerate(count.tolist())]
 
 
 @dataclass
@@ -338,6 +343,26 @@ def _to_device(values: np.ndarray, device):
     return torch.from_numpy(values).to(device)
 
 
+def window_boundaries(boundaries, w: WindowInputs, cfg: InferenceConfig):
+    """The boundary distances ``(B, 2, T)`` float32 to pass to the op, or None: None when ``boundaries`` is None or
+    ``cfg.candidates`` is ``"masks"`` (the candidates then come from the masks); otherwise checked (dtype, shape, the
+    inputs' device) and contiguous. Their values (finite, >= 0) are checked by the op's status."""
+    if cfg.candidate_source(boundaries is not None) == "masks":
+        return None
+    on_cuda = _is_torch(boundaries) and boundaries.is_cuda
+    if on_cuda != (w.device is not None) or (on_cuda and boundaries.device != w.device):
+        raise ValueError("boundaries must be on the same device as probs and masks")
+    dtype = str(boundaries.dtype).replace("torch.", "")
+    if dtype != "float32":
+        raise TypeError(f"boundaries must be float32 (the boundary head's output), got {dtype}")
+    if tuple(boundaries.shape) != (w.batch, 2, w.num_snippets):
+        raise ValueError(f"boundaries must have shape (B, 2, T) = ({w.batch}, 2, {w.num_snippets}), got "
+                         f"{tuple(boundaries.shape)}")
+    if on_cuda:
+        return boundaries.detach().contiguous()
+    return np.ascontiguousarray(to_numpy(boundaries))
+
+
 def _num_threads(num_threads: int | None) -> int:
     if num_threads is None:
         return 0
@@ -371,6 +396,7 @@ def _raise_for_status(status: np.ndarray, valid_len, num_snippets: int) -> None:
         (STATUS_PROBS_RANGE, "probs must be probabilities in [0, 1]"),
         (STATUS_MASKS_NONFINITE, "masks contain NaN or inf"),
         (STATUS_MASKS_RANGE, "masks must be probabilities in [0, 1]"),
+        (STATUS_BOUNDARIES, "boundaries must be finite distances >= 0"),
     ):
         if code & bit:
             raise ValueError(f"{message} in the first valid_len={v} snippets (window {b})")
@@ -381,18 +407,21 @@ def _raise_for_status(status: np.ndarray, valid_len, num_snippets: int) -> None:
 # the ops, one implementation per device
 
 
-def _candidates_cpu(w: WindowInputs, valid, settings, num_threads: int) -> CandidateBatch:
-    return CandidateBatch(*extension().window_candidates_cpu(w.probs, w.masks, valid, settings, num_threads))
+def _candidates_cpu(w: WindowInputs, valid, boundaries, settings, num_threads: int) -> CandidateBatch:
+    return CandidateBatch(*extension().window_candidates_cpu(w.probs, w.masks, valid, settings, num_threads,
+                                                             boundaries))
 
 
-def _detections_cpu(w: WindowInputs, valid, scale, offset, candidates, nms, num_threads: int) -> DetectionBatch:
+def _detections_cpu(w: WindowInputs, valid, boundaries, scale, offset, candidates, nms,
+                    num_threads: int) -> DetectionBatch:
     return DetectionBatch(*extension().window_detections_cpu(w.probs, w.masks, valid, scale, offset, candidates, nms,
-                                                             num_threads))
+                                                             num_threads, boundaries))
 
 
-def _device_batch(w: WindowInputs, valid):
+def _device_batch(w: WindowInputs, valid, boundaries):
     return extension().DeviceBatch(w.probs.data_ptr(), w.dtypes[0], w.masks.data_ptr(), w.dtypes[1],
-                                   valid.data_ptr(), w.batch, w.num_rows, w.num_snippets)
+                                   valid.data_ptr(), w.batch, w.num_rows, w.num_snippets,
+                                   0 if boundaries is None else boundaries.data_ptr())
 
 
 def _cuda_outputs(cls, w: WindowInputs, width: int):
@@ -417,18 +446,19 @@ def _launch_cuda(w: WindowInputs, launch) -> None:
         launch(extension(), torch.cuda.current_stream(w.device).cuda_stream)
 
 
-def _candidates_cuda(w: WindowInputs, valid, settings, num_threads: int) -> CandidateBatch:
+def _candidates_cuda(w: WindowInputs, valid, boundaries, settings, num_threads: int) -> CandidateBatch:
     out, pointers = _cuda_outputs(CandidateBatch, w, int(settings.pre_nms_topk))
-    _launch_cuda(w, lambda ext, stream: ext.window_candidates_cuda(_device_batch(w, valid), settings, pointers,
-                                                                    stream))
+    _launch_cuda(w, lambda ext, stream: ext.window_candidates_cuda(_device_batch(w, valid, boundaries), settings,
+                                                                    pointers, stream))
     return out
 
 
-def _detections_cuda(w: WindowInputs, valid, scale, offset, candidates, nms, num_threads: int) -> DetectionBatch:
+def _detections_cuda(w: WindowInputs, valid, boundaries, scale, offset, candidates, nms,
+                     num_threads: int) -> DetectionBatch:
     out, pointers = _cuda_outputs(DetectionBatch, w, int(nms.max_detections))
-    _launch_cuda(w, lambda ext, stream: ext.window_detections_cuda(_device_batch(w, valid), scale.data_ptr(),
-                                                                    offset.data_ptr(), candidates, nms, pointers,
-                                                                    stream))
+    _launch_cuda(w, lambda ext, stream: ext.window_detections_cuda(_device_batch(w, valid, boundaries),
+                                                                    scale.data_ptr(), offset.data_ptr(), candidates,
+                                                                    nms, pointers, stream))
     return out
 
 
@@ -465,7 +495,7 @@ def _op(name: str, device_type: str):
 
 def window_candidates_batch(probs, masks, valid_len=None, cfg: InferenceConfig | None = None,
                             num_threads: int | None = None, *, validate: bool = True,
-                            check: bool = True) -> CandidateBatch:
+                            check: bool = True, boundaries=None) -> CandidateBatch:
     """Candidates (steps 1–5) of B windows at once (see the module docstring).
 
     Args:
@@ -476,6 +506,8 @@ def window_candidates_batch(probs, masks, valid_len=None, cfg: InferenceConfig |
         num_threads: CPU worker threads (default: all hardware threads); ignored for CUDA inputs.
         validate: check that the valid part is finite and in ``[0, 1]`` (as the oracle does).
         check: raise on a bad window status (CUDA: synchronises; overflowed windows are recomputed on the CPU).
+        boundaries: ``(B, 2, T)`` float32 distances of a model with the boundary head (same device as probs), or
+            None; with them (unless ``cfg.candidates`` is ``"masks"``) the candidates are boundary candidates.
 
     Returns:
         :class:`CandidateBatch` with ``M2 = cfg.pre_nms_topk`` columns; ``.as_candidates()`` gives the reference
@@ -485,19 +517,22 @@ def window_candidates_batch(probs, masks, valid_len=None, cfg: InferenceConfig |
     threads = _num_threads(num_threads)
     w = window_inputs(probs, masks)
     op = _op("window_candidates", w.device_type)
+    bounds = window_boundaries(boundaries, w, cfg)
     valid = window_vector("valid_len", valid_len, w.batch, w.num_snippets, w.device)
-    result = op(w, valid, candidate_settings(cfg, validate), threads)
+    result = op(w, valid, bounds, candidate_settings(cfg, validate), threads)
     if check and w.batch:
         _check_result(result, valid, w.num_snippets, lambda index: window_candidates_batch(
-            _take(w.probs, index), _take(w.masks, index), _take(valid, index), cfg, validate=validate))
+            _take(w.probs, index), _take(w.masks, index), _take(valid, index), cfg, validate=validate,
+            boundaries=_take(bounds, index)))
     return result
 
 
 def window_detections_batch(probs, masks, valid_len=None, scale=1.0, offset=0.0, cfg: InferenceConfig | None = None,
                             num_threads: int | None = None, *, validate: bool = True,
-                            check: bool = True) -> DetectionBatch:
-    """Candidates, then SoftNMS on ``[offset + a*scale, offset + (b+1)*scale]`` seconds per window (steps 1–6; the
-    defaults scale=1, offset=0 give snippet units, like ``reference.window_detections``).
+                            check: bool = True, boundaries=None) -> DetectionBatch:
+    """Candidates, then SoftNMS on their segments in seconds, ``offset + u * scale`` (``[a, b + 1]`` snippet units for
+    a mask run), per window (steps 1–6; the defaults scale=1, offset=0 give snippet units, like
+    ``reference.window_detections``).
 
     ``scale``/``offset``: scalars or ``(B,)`` float64 (NumPy or torch). Other arguments as in
     :func:`window_candidates_batch`. Returns a :class:`DetectionBatch` with ``D = cfg.max_detections`` columns.
@@ -506,28 +541,32 @@ def window_detections_batch(probs, masks, valid_len=None, scale=1.0, offset=0.0,
     threads = _num_threads(num_threads)
     w = window_inputs(probs, masks)
     op = _op("window_detections", w.device_type)
+    bounds = window_boundaries(boundaries, w, cfg)
     valid, scale, offset = (window_vector(name, value, w.batch, w.num_snippets, w.device)
                             for name, value in (("valid_len", valid_len), ("scale", scale), ("offset", offset)))
-    result = op(w, valid, scale, offset, candidate_settings(cfg, validate), nms_settings_of(cfg), threads)
+    result = op(w, valid, bounds, scale, offset, candidate_settings(cfg, validate), nms_settings_of(cfg), threads)
     if check and w.batch:
-        check_detections(result, w.probs, w.masks, valid, scale, offset, cfg, validate=validate)
+        check_detections(result, w.probs, w.masks, valid, scale, offset, cfg, validate=validate, boundaries=bounds)
     return result
 
 
 def check_detections(result: DetectionBatch, probs, masks, valid_len, scale, offset, cfg: InferenceConfig,
-                     validate: bool = True) -> DetectionBatch:
+                     validate: bool = True, boundaries=None) -> DetectionBatch:
     """The ``check=True`` step of :func:`window_detections_batch`, for callers that ran it with ``check=False``
     (e.g. replaying a CUDA graph): raises on a bad window status, and recomputes windows that overflowed the CUDA
     op's candidate capacity exactly on the CPU (in place). ``probs``/``masks``/``valid_len``/``scale``/``offset``
-    are the op's inputs; ``result`` is its output, on the device (reading the status synchronises) or already copied
-    to the host as NumPy arrays (patched there, no further device sync)."""
+    are the op's inputs (``boundaries`` too, for boundary candidates); ``result`` is its output, on the device
+    (reading the status synchronises) or already copied to the host as NumPy arrays (patched there, no further device
+    sync)."""
     return _check_result(result, valid_len, int(masks.shape[-1]), lambda index: window_detections_batch(
         _take(probs, index), _take(masks, index), _take(valid_len, index), _take(scale, index),
-        _take(offset, index), cfg, validate=validate))
+        _take(offset, index), cfg, validate=validate, boundaries=_take(boundaries, index)))
 
 
 def _take(x, index: np.ndarray):
-    """Rows ``index`` (NumPy int array) of a device tensor or host array, on the host."""
+    """Rows ``index`` (NumPy int array) of a device tensor or host array, on the host (None stays None)."""
+    if x is None:
+        return None
     if _is_torch(x):
         import torch
 
@@ -589,6 +628,7 @@ __all__ = [
     "to_numpy",
     "window_candidates_batch",
     "window_detections_batch",
+    "window_boundaries",
     "window_inputs",
     "window_vector",
 ]

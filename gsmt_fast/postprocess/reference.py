@@ -21,6 +21,19 @@ Candidates of one window:
   (score descending, smaller start, smaller end, smaller label) — the output order of :class:`Candidates`.
 * Step 6: SoftNMS (:func:`soft_nms` below) on ``[a, b + 1]`` in snippet units.
 
+Boundary candidates (``cfg.candidate_source(...) == "boundaries"``: a model with the boundary head, the
+boundary-refined variant; docs/DESIGN.md, "Boundary candidates") replace steps 3–5; steps 1, 2 and 6 are as above.
+``boundaries (2, T)`` holds each snippet's distances to its instance's start (row 0) and end (row 1), in snippets:
+
+* Inputs widened to float64 like the others; the first ``valid_len`` distances must be finite and ``>= 0``.
+* Step 3': each selected snippet t gives one candidate: ``[max(0, (t + 0.5) - d_s[t]), min(V, (t + 0.5) + d_e[t])]``
+  in snippet units (V = ``valid_len``; one float64 subtraction or addition each, then the clamp), label ``label_t``.
+* Step 4': its score is ``P[label_t, t]`` (the foreground score of t). Candidates are not merged (two snippets never
+  give the same candidate unless their segments, labels and scores all coincide, and SoftNMS then decays the second
+  like any duplicate).
+* Step 5': drop ``score <= score_threshold``; keep the top ``pre_nms_topk`` in the order (score descending, smaller
+  source snippet t). ``Candidates.start`` and ``.end`` both hold t; ``Candidates.units`` the segments.
+
 SoftNMS (:func:`soft_nms`, on validated arrays; the public front end with its checks and compiled backends is
 :func:`gsmt_fast.soft_nms`), the 1-D op of ActionFormer written down precisely:
 * **IoU** of ``[s1, e1]`` and ``[s2, e2]``: ``inter = max(0, min(e1, e2) - max(s1, s2))``,
@@ -68,6 +81,9 @@ class Candidates:
     end: np.ndarray  # (N,) int64, inclusive
     labels: np.ndarray  # (N,) int64
     scores: np.ndarray  # (N,) float64
+    # (N, 2) float64 segments in snippet units when they are not the runs [a, b + 1]: boundary candidates, whose
+    # start and end fields hold their source snippet.
+    units: np.ndarray | None = None
 
     def __post_init__(self):
         self.start = np.asarray(self.start, dtype=np.int64).reshape(-1)
@@ -80,12 +96,18 @@ class Candidates:
                 f"Candidates fields must have equal lengths, got start {n}, end {len(self.end)}, "
                 f"labels {len(self.labels)}, scores {len(self.scores)}"
             )
+        if self.units is not None:
+            self.units = np.asarray(self.units, dtype=np.float64).reshape(-1, 2)
+            if len(self.units) != n:
+                raise ValueError(f"Candidates.units must have shape ({n}, 2), got {self.units.shape}")
 
     def __len__(self) -> int:
         return len(self.start)
 
     def segments_units(self) -> np.ndarray:
-        """``(N, 2)`` float64 ``[a, b + 1]``: the candidates as intervals in snippet units."""
+        """``(N, 2)`` float64: the candidates as intervals in snippet units (``[a, b + 1]`` for mask runs)."""
+        if self.units is not None:
+            return self.units
         return np.stack([self.start, self.end + 1], axis=1).astype(np.float64).reshape(-1, 2)
 
 
@@ -134,7 +156,19 @@ def _active_runs(active: np.ndarray) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(run_starts, run_ends)]
 
 
-def window_candidates(probs, masks, valid_len: int, cfg: InferenceConfig) -> Candidates:
+def _validate_boundaries(boundaries, num_snippets: int, valid_len: int) -> np.ndarray:
+    boundaries = _as_float64("boundaries", boundaries)
+    if boundaries.shape != (2, num_snippets):
+        raise ValueError(f"boundaries must have shape (2, T) = (2, {num_snippets}), got {boundaries.shape}")
+    used = boundaries[:, :valid_len]
+    if not np.isfinite(used).all():
+        raise ValueError(f"boundaries contain NaN or inf in the first valid_len={valid_len} snippets")
+    if used.min() < 0.0:
+        raise ValueError(f"boundaries must be distances >= 0, got a minimum of {used.min()}")
+    return boundaries
+
+
+def window_candidates(probs, masks, valid_len: int, cfg: InferenceConfig, boundaries=None) -> Candidates:
     """Steps 1–5 on one window (see the module docstring for every tie rule).
 
     Args:
@@ -142,12 +176,18 @@ def window_candidates(probs, masks, valid_len: int, cfg: InferenceConfig) -> Can
         masks: ``(T, T)`` mask probabilities; column t (``masks[:, t]``) is the mask of snippet t.
         valid_len: number of real (unpadded) snippets, ``1 <= valid_len <= T``.
         cfg: the inference settings (``top_snippets``, ``mask_thresholds``, ``mode``, ``score_threshold``,
-            ``pre_nms_topk``).
+            ``pre_nms_topk``, ``candidates``).
+        boundaries: ``(2, T)`` distances of the boundary head (a model with that head), or None. With
+            ``cfg.candidate_source`` giving ``"boundaries"`` the candidates come from them (steps 3'–5').
 
     Returns:
-        :class:`Candidates` sorted by (score descending, start, end, label), at most ``pre_nms_topk`` of them.
+        :class:`Candidates` sorted by (score descending, start, end, label) — boundary candidates by (score
+        descending, source snippet) — at most ``pre_nms_topk`` of them.
     """
+    source = cfg.candidate_source(boundaries is not None)
     probs, masks, valid_len = _validate_window(probs, masks, valid_len)
+    if source == "boundaries":
+        boundaries = _validate_boundaries(boundaries, probs.shape[1], valid_len)
     num_classes = probs.shape[0] - 1
     class_probs = probs[:num_classes, :valid_len]
 
@@ -158,6 +198,8 @@ def window_candidates(probs, masks, valid_len: int, cfg: InferenceConfig) -> Can
     # Step 2: highest foreground first, ties to the lower snippet index (lexsort: last key is the primary one).
     num_selected = min(cfg.top_snippets, valid_len)
     selected = np.lexsort((np.arange(valid_len), -foreground))[:num_selected]
+    if source == "boundaries":
+        return _boundary_candidates(selected, snippet_labels, foreground, boundaries, valid_len, cfg)
 
     # Steps 3-4: (start, end, label) -> best score; duplicates (other thresholds, other snippets) merged.
     best_scores: dict[tuple[int, int, int], float] = {}
@@ -192,14 +234,29 @@ def window_candidates(probs, masks, valid_len: int, cfg: InferenceConfig) -> Can
     )
 
 
-def window_detections(probs, masks, valid_len: int, cfg: InferenceConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _boundary_candidates(selected, snippet_labels, foreground, boundaries, valid_len: int,
+                         cfg: InferenceConfig) -> Candidates:
+    """Steps 3'–5' (module docstring): one candidate per selected snippet from its boundary distances."""
+    # Step 5' order: score descending, then the lower source snippet.
+    order = np.lexsort((selected, -foreground[selected]))
+    kept = selected[order]
+    kept = kept[foreground[kept] > cfg.score_threshold][: cfg.pre_nms_topk]
+    centres = kept + 0.5
+    starts = np.maximum(centres - boundaries[0, kept], 0.0)
+    ends = np.minimum(centres + boundaries[1, kept], float(valid_len))
+    return Candidates(start=kept, end=kept, labels=snippet_labels[kept], scores=foreground[kept],
+                      units=np.stack([starts, ends], axis=1))
+
+
+def window_detections(probs, masks, valid_len: int, cfg: InferenceConfig,
+                      boundaries=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Steps 1–6 on one window: candidates, then SoftNMS with the config's settings.
 
     Returns:
-        ``(segments (N, 2) float64 in snippet units [a, b + 1], scores (N,) float64, labels (N,) int64)``, in
-        SoftNMS output order, ``N <= cfg.max_detections``.
+        ``(segments (N, 2) float64 in snippet units, scores (N,) float64, labels (N,) int64)``, in SoftNMS output
+        order, ``N <= cfg.max_detections``.
     """
-    candidates = window_candidates(probs, masks, valid_len, cfg)
+    candidates = window_candidates(probs, masks, valid_len, cfg, boundaries)
     return soft_nms(candidates.segments_units(), candidates.scores, candidates.labels, **cfg.nms_kwargs())
 
 
