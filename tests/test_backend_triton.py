@@ -10,6 +10,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from detection_checks import assert_same_detections
 from gsmt_fast.kernels import triton_available
 
 import gsmt_fast
@@ -20,18 +21,6 @@ pytestmark = pytest.mark.skipif(not (triton_available() and native.available()),
 
 ON_GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
 
-
-def _same(ref, fast, score_rtol):
-    """Same detections (labels, segments; scores to score_rtol) as multisets: two detections whose scores differ in
-    the 7th digit may swap places in the selection order when the GEMMs sum in another order than PyTorch's."""
-    assert len(ref) == len(fast)
-    for r, f in zip(ref, fast):
-        assert len(r) == len(f)
-        ro = np.lexsort((r.segments[:, 1], r.segments[:, 0], r.labels))
-        fo = np.lexsort((f.segments[:, 1], f.segments[:, 0], f.labels))
-        np.testing.assert_array_equal(r.labels[ro], f.labels[fo])
-        np.testing.assert_allclose(r.segments[ro], f.segments[fo], rtol=0, atol=1e-9)
-        np.testing.assert_allclose(r.scores[ro], f.scores[fo], rtol=score_rtol)
 
 
 def _tiny_checkpoint(tmp_path, t=24, d=8, k=3, mode="short", convention="stride"):
@@ -62,7 +51,7 @@ def test_triton_backend_equals_reference_on_trained_checkpoint(trained_run, smal
     assert fast_det.backend.name == "triton" and fast_det.backend.precision == "fp32"
     fast = fast_det.detect(feats, **detect_kwargs(videos))
     assert sum(len(r) for r in ref) > 0
-    _same(ref, fast, score_rtol=1e-5)
+    assert_same_detections(ref, fast, score_rtol=1e-5)
 
 
 @pytest.mark.parametrize("mode", ["short", "long"])
@@ -75,12 +64,12 @@ def test_triton_backend_equals_reference_resize_mode_with_padding(tmp_path, mode
     ref = gsmt_fast.Detector(p, backend="reference").detect(videos, duration=[2.0, 9.0, 30.0])
     fast = gsmt_fast.Detector(p, backend="triton", precision="fp32").detect(videos, duration=[2.0, 9.0, 30.0])
     assert sum(len(r) for r in ref) > 0
-    _same(ref, fast, score_rtol=1e-5)
+    assert_same_detections(ref, fast, score_rtol=1e-5)
     # window mode: 5 snippets (one padded window) and 40 (two windows, the last padded)
     ref = gsmt_fast.Detector(p, backend="reference").detect([videos[0][:5], videos[2][:40]], fps=30.0)
     fast = gsmt_fast.Detector(p, backend="triton", precision="fp32").detect([videos[0][:5], videos[2][:40]],
                                                                             fps=30.0)
-    _same(ref, fast, score_rtol=1e-5)
+    assert_same_detections(ref, fast, score_rtol=1e-5)
 
 
 def test_triton_forward_matches_the_model_and_fp16_is_close(tmp_path):

@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from detection_checks import assert_same_detections
 from training_setup import THUMOS_CONFIG, TINY
 
 import gsmt_fast
@@ -41,16 +42,6 @@ def videos(d=8):
     # one padded window, a whole window, and multi-window videos (candidates merged per video)
     return [rng.standard_normal((n, d)).astype(np.float32) for n in (5, 24, 40, 77)]
 
-
-def assert_same(ref, fast, score_rtol, segment_atol=1e-9):
-    assert len(ref) == len(fast)
-    for r, f in zip(ref, fast):
-        assert len(r) == len(f)
-        ro = np.lexsort((r.segments[:, 1], r.segments[:, 0], r.labels))
-        fo = np.lexsort((f.segments[:, 1], f.segments[:, 0], f.labels))
-        np.testing.assert_array_equal(r.labels[ro], f.labels[fo])
-        np.testing.assert_allclose(r.segments[ro], f.segments[fo], rtol=0, atol=segment_atol)
-        np.testing.assert_allclose(r.scores[ro], f.scores[fo], rtol=score_rtol)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -115,7 +106,7 @@ def test_torch_backend_equals_reference(tmp_path, convention):
     # boundary segments are not on the snippet grid (mask runs would be)
     units = ref[1].segments / (4 / 30.0)
     assert not np.allclose(units, np.round(units))
-    assert_same(ref, fast, score_rtol=1e-6)
+    assert_same_detections(ref, fast, score_rtol=1e-6)
     bf16 = gsmt_fast.Detector(p, backend="torch", precision="bf16").detect(videos(), **kw)
     assert [len(r) > 0 for r in bf16] == [len(r) > 0 for r in ref]
 
@@ -130,7 +121,7 @@ def test_masks_setting_gives_the_mask_model_detections(tmp_path):
     plain = gsmt_fast.Detector(checkpoint(tmp_path / "paper", paper), backend="torch",
                                precision="fp32").detect(videos(), fps=30.0)
     assert sum(len(r) for r in plain) > 0
-    assert_same(plain, masks_only, score_rtol=0)
+    assert_same_detections(plain, masks_only, score_rtol=0)
     with pytest.raises(ValueError, match="needs a model with the boundary head"):
         gsmt_fast.Detector(checkpoint(tmp_path / "paper", paper), inference={"candidates": "boundaries"},
                            backend="torch").detect(videos()[0], fps=30.0)
@@ -151,7 +142,7 @@ def test_triton_backend_equals_reference(tmp_path):
     # Boundary segments carry the distances' float32 values, which the kernels' GEMMs sum in another order than
     # PyTorch's (~1e-7 relative): 1e-6 s is ~1e-5 of a snippet here (4 frames at 30 fps), far below a wrong
     # distance or snippet.
-    assert_same(ref, fast, score_rtol=1e-5, segment_atol=1e-6)
+    assert_same_detections(ref, fast, score_rtol=1e-5, segment_atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -219,7 +210,7 @@ def test_onnxruntime_backend_equals_reference(tmp_path):
     fast = det.detect(videos(), fps=30.0)
     assert sum(len(r) for r in ref) > 0
     # ONNX Runtime sums in another order than PyTorch (~1e-7 relative): the distances and scores to that rounding
-    assert_same(ref, fast, score_rtol=1e-5, segment_atol=1e-6)
+    assert_same_detections(ref, fast, score_rtol=1e-5, segment_atol=1e-6)
 
 
 @needs_native
