@@ -63,14 +63,10 @@ def validation_windows(data: Path, temporal_scale: int, count: int):
 def preset_checkpoints(preset: str, temporal_scale: int, num_classes: int, input_dim: int, folder: Path, seed: int):
     paths = {}
     for name, head in (("paper", False), ("variant", True)):
-        torch.manual_seed(seed)  # the head is built last: both models share every other weight
-        cfg = gsmt_fast.GSMTConfig.preset(preset, num_classes=num_classes, temporal_scale=temporal_scale,
-                                          input_dim=input_dim, boundary_head=head)
-        model = gsmt_fast.GSMT(cfg)
-        with torch.no_grad():
-            model.cls_head.weight.mul_(run.CLS_HEAD_SCALE)
+        # The head is built last: with one seed both models share every other weight.
+        model = run.random_model(preset, temporal_scale, num_classes, input_dim, seed, boundary_head=head)
         paths[name] = folder / f"{name}.safetensors"
-        gsmt_fast.save_checkpoint(model.eval(), paths[name], grid={"convention": "stride"},
+        gsmt_fast.save_checkpoint(model, paths[name], grid={"convention": "stride"},
                                   inference={"mode": "short", "nms_sigma": 0.4,
                                              **({"top_snippets": temporal_scale} if head else {})})
     return paths

@@ -40,31 +40,10 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-from common import environment, markdown_table  # noqa: E402
+from common import cpu_isa, cpu_model, environment, markdown_table  # noqa: E402
 
 RANK_LINE = re.compile(r"rank (\d+)/(\d+): detected \d+ chunks \((\d+) videos\) in ([0-9.]+) s \(([0-9.]+) s loading")
 PLAIN_LINE = re.compile(r"(\d+) videos, \d+ detections in ([0-9.]+) s")
-
-
-def cpu_isa() -> str:
-    """The vector/matrix extensions that decide CPU kernel speed, from /proc/cpuinfo."""
-    try:
-        flags = set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
-                         if line.startswith("flags")).split(":", 1)[1].split())
-    except (OSError, StopIteration):
-        return "unknown"
-    wanted = ["avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile"]
-    return " ".join(f for f in wanted if f in flags) or "no AVX2"
-
-
-def lscpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-    parts = [fields.get(k, "").strip() for k in ("Model name", "CPU family", "Model")]
-    return f"{parts[0]} (family {parts[1]}, model {parts[2]})" if parts[0] else "unknown"
 
 
 def run(cmd: list[str], threads: int | None = None, timeout: float = 900) -> tuple[float, str]:
@@ -181,7 +160,7 @@ def write_markdown(path: Path, env: dict, args, det_rows: list[dict], train_rows
     from gsmt_fast.files import atomic_write_text
 
     head = (f"\n## {env['date']} · {args.device or 'cpu'} · commit {env['commit']}\n\n"
-            f"`python bench/bench_distributed.py {' '.join(sys.argv[1:])}` — {lscpu_model()}, ISA: {cpu_isa()}, "
+            f"`python bench/bench_distributed.py {' '.join(sys.argv[1:])}` — {cpu_model()}, ISA: {cpu_isa()}, "
             f"{env['cpu_count']} CPUs"
             + (f", GPU {env['device_name']}" if (args.device or "cpu").startswith("cuda") else "")
             + f"; torch {env['torch']}, python {env['python']}; load average (1 min) {env['loadavg_1m']:.2f} at "
@@ -251,7 +230,7 @@ def main(argv=None) -> int:
     if args.json:
         from gsmt_fast.files import atomic_write_json
 
-        atomic_write_json(args.json, {"environment": env, "cpu": lscpu_model(), "isa": cpu_isa(),
+        atomic_write_json(args.json, {"environment": env, "cpu": cpu_model(), "isa": cpu_isa(),
                                       "detect": det_rows, "train": train_rows})
     return 0
 

@@ -101,10 +101,12 @@ def make_videos(temporal_scale: int, mode: str, input_dim: int, count: int, seed
     return videos, {"duration": [n * RESIZE_SECONDS_PER_SNIPPET for n in lengths]}
 
 
-def random_model(preset: str, temporal_scale: int, num_classes: int, input_dim: int, seed: int) -> gsmt_fast.GSMT:
+def random_model(preset: str, temporal_scale: int, num_classes: int, input_dim: int, seed: int,
+                 **config) -> gsmt_fast.GSMT:
+    """A seeded random model of ``preset`` (``config``: further GSMTConfig fields), classifier scaled as trained."""
     torch.manual_seed(seed)
     cfg = gsmt_fast.GSMTConfig.preset(preset, num_classes=num_classes, temporal_scale=temporal_scale,
-                                      input_dim=input_dim)
+                                      input_dim=input_dim, **config)
     model = gsmt_fast.GSMT(cfg)
     with torch.no_grad():
         model.cls_head.weight.mul_(CLS_HEAD_SCALE)

@@ -112,6 +112,19 @@ GSMT_HD double boundary_end(int32_t t, float d_end, int32_t V) {
   return e < v ? e : v;
 }
 
+// The segment of a candidate in snippet units, from its (start, end) snippet fields: [a, b + 1] for a mask run
+// (bounds == nullptr), the boundary segment of its source snippet a = b otherwise (bounds: (2, T) distances).
+GSMT_HD void candidate_units(int32_t start, int32_t end, const float* bounds, int64_t T, int32_t V,
+                             double* unit_start, double* unit_end) {
+  if (bounds == nullptr) {
+    *unit_start = static_cast<double>(start);
+    *unit_end = static_cast<double>(end + 1);
+  } else {
+    *unit_start = boundary_start(start, bounds[start]);
+    *unit_end = boundary_end(start, bounds[T + start], V);
+  }
+}
+
 // A boundary distance is usable when finite and >= 0 (-0.0 included), tested as the oracle's `isfinite(d) and
 // d >= 0`: NaN fails the compare, +inf the finiteness.
 GSMT_HD bool distance_ok(float d) { return d >= 0.0f && d - d == 0.0f; }

@@ -462,14 +462,15 @@ def _select_detections(detections: Mapping[str, list], aset: AnnotationSet, spli
     return arrays, counts, messages
 
 
-def _classify(det: _Detections, idx: int, gt_videos: Mapping[str, list], alpha: float) -> str:
-    """Type of a detection that the matching left unmatched (module docstring, rule 2)."""
-    video_gt = gt_videos.get(det.video[idx], [])
-    if not video_gt:
+def _classify(det: _Detections, idx: int, gt_arrays: Mapping[str, tuple[np.ndarray, np.ndarray]],
+              alpha: float) -> str:
+    """Type of a detection that the matching left unmatched (module docstring, rule 2); ``gt_arrays``: per video,
+    its ground truth as (segments (G, 2), labels (G,))."""
+    if det.video[idx] not in gt_arrays:
         return "background"
-    segments = np.array([(s, e) for s, e, _ in video_gt], dtype=np.float64)
+    segments, labels = gt_arrays[det.video[idx]]
     iou = segment_iou(det.segment[idx], segments)
-    same = np.array([lab == det.label[idx] for _, _, lab in video_gt])
+    same = labels == det.label[idx]
     best = float(iou.max())
     # Among the GT with the largest tIoU, one of the detection's own class wins.
     own_class_best = bool(np.any(same & (iou == best)))
@@ -564,6 +565,9 @@ def analyze(
     group = np.full(len(det.video), -1, dtype=np.int64)
     per_class_counts = {}
     tp_rows = []  # (detection index, GT start, GT end, GT bucket)
+    gt_arrays = {vid: (np.array([(s, e) for s, e, _ in video_gt], dtype=np.float64),
+                       np.array([lab for _, _, lab in video_gt], dtype=object))
+                 for vid, video_gt in gt_videos.items() if video_gt}
     for c, indices in class_indices.items():
         g_c = sum(len(segments) for segments in gt_by_class[c].values())
         order, matched = match_class_predictions(gt_by_class[c], det.for_class(indices), (alpha,))
@@ -577,7 +581,7 @@ def analyze(
                 start, end = gt_by_class[c][det.video[i]][gt_index]
                 tp_rows.append((i, start, end, gt_bucket[c][det.video[i]][gt_index]))
             else:
-                kind = _classify(det, i, gt_videos, alpha)
+                kind = _classify(det, i, gt_arrays, alpha)
             category[i] = kind
             class_counts[kind] += 1
         per_class_counts[c] = {k: int(class_counts[k]) for k in CATEGORIES}
@@ -643,13 +647,14 @@ def analyze(
             for k in np.flatnonzero(matched[:, local] >= 0):
                 matched_bucket[k, i] = video_buckets[matched[k, local]]
     map_by_length = []
+    annotation_buckets = {  # the length bucket of every ground-truth annotation, per video
+        vid: bucket_of(vid, np.array([a["segment"] for a in entry["annotations"]], dtype=np.float64).reshape(-1, 2))
+        for vid, entry in gt_dict["database"].items()}
     for b, (name, span) in enumerate(zip(buckets.names, buckets.ranges)):
         database = {}
         for vid, entry in gt_dict["database"].items():
-            annotations_of_video = entry["annotations"]
-            segments = np.array([a["segment"] for a in annotations_of_video], dtype=np.float64).reshape(-1, 2)
-            in_bucket = bucket_of(vid, segments) == b
-            database[vid] = dict(entry, annotations=[a for a, keep in zip(annotations_of_video, in_bucket) if keep])
+            in_bucket = annotation_buckets[vid] == b
+            database[vid] = dict(entry, annotations=[a for a, keep in zip(entry["annotations"], in_bucket) if keep])
         num_gt = sum(len(entry["annotations"]) for entry in database.values())
         keep = ~np.any((matched_bucket >= 0) & (matched_bucket != b), axis=0)
         row: dict[str, Any] = {"bucket": name, "range": span, "ground_truth": num_gt,

@@ -124,14 +124,13 @@ def cmd_detect(a) -> int:
     det = Detector(a.ckpt, backend=a.backend, device=a.device, precision=a.precision, batch_size=a.batch_size)
     ids, arrays, time_kw = _video_inputs(a, det.input_mode)
     plans = det.plan(arrays, video_id=ids, feat_stride=a.feat_stride, num_frames=a.num_frames, **time_kw)
-    del plans  # every video's features and time metadata are valid: the work can start
+    del arrays  # the plans hold the windows: every video's features and time metadata are valid, the work can start
     _start_work(a)
     if not a.quiet:
         print(f"backend: {det.backend.name} ({getattr(det.backend, 'precision', 'fp32')}"
               f"{', picked by auto' if a.backend == 'auto' else ''})", file=sys.stderr)
     t0 = time.perf_counter()
-    results = det.detect(arrays, video_id=ids, feat_stride=a.feat_stride, num_frames=a.num_frames,
-                         progress=_progress(a), **time_kw)
+    results = det.detect_plans(plans, progress=_progress(a))
     elapsed = time.perf_counter() - t0
     payload = results_to_json(results)
     write_results(a.out, payload["results"])

@@ -331,7 +331,12 @@ class Detector:
         Every video's windows go through the backend in batches of ``batch_size`` (:meth:`run_windows`); once all
         windows of a video are in, :meth:`video_result` merges them.
         """
-        plans = self.plan(features, fps, feat_stride, num_frames, duration, video_id)
+        results = self.detect_plans(self.plan(features, fps, feat_stride, num_frames, duration, video_id), progress)
+        return results if isinstance(features, (list, tuple)) else results[0]
+
+    def detect_plans(self, plans: list[VideoPlan], progress: bool = False) -> list[DetectionResult]:
+        """The detection half of :meth:`detect`, on videos already checked and cut by :meth:`plan` (a caller that
+        validates everything before starting, like ``gsmt-fast detect``, plans once)."""
         windows = [(i, w) for i, p in enumerate(plans) for w in p.windows]
         parts: list[list[WindowDetections]] = [[] for _ in plans]
         results: list[DetectionResult | None] = [None] * len(plans)
@@ -352,7 +357,7 @@ class Detector:
                         bar.update(1)
         if bar is not None:
             bar.close()
-        return results if isinstance(features, (list, tuple)) else results[0]
+        return results
 
     def run_windows(self, windows: list[Window], final: list[bool]) -> list[WindowDetections]:
         """:meth:`Backend.run_windows` with this detector's settings; a batch that runs out of device memory is split

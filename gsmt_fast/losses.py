@@ -403,11 +403,16 @@ class GSMTLoss(nn.Module):
         losses.update(mask_loss(mask_logits, targets["mask"], targets["action"], valid, kind=c.mask_loss,
                                 lambda_b=c.lambda_b, lambda2=c.lambda2, kernel_size=c.kernel_size,
                                 balanced_bce=c.balanced_bce))
-        losses["total"] = losses["cls"] + losses["mask"]
         if boundaries is not None:
             losses["boundary"] = boundary_distance_loss(boundaries, targets["boundary"], targets["action"], valid)
-            losses["total"] = losses["total"] + c.lambda_boundary * losses["boundary"]
+        losses["total"] = self.total(losses["cls"], losses["mask"], losses.get("boundary"))
         return losses
+
+    def total(self, cls, mask, boundary=None):
+        """The objective from its terms (tensors or floats): ``cls + mask (+ lambda_boundary * boundary)``; the one
+        place that weighs them (distributed training combines per-rank weighted terms with it too)."""
+        total = cls + mask
+        return total if boundary is None else total + self.cfg.lambda_boundary * boundary
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.cfg.to_dict().items())

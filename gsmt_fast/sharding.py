@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .detector import _per_video
 from .distributed import WorldInfo, barrier, broadcast_object, gather_objects
 from .results import write_results
 
@@ -418,10 +419,7 @@ def run_sharded_detection(detector, video_ids: Sequence[str], load: Callable[[st
         raise ValueError("no videos to detect")
     if len(set(video_ids)) != n:
         raise ValueError("duplicate video ids in the input")
-    fps_l = list(fps) if isinstance(fps, (list, tuple)) else [fps] * n
-    dur_l = list(duration) if isinstance(duration, (list, tuple)) else [duration] * n
-    if len(fps_l) != n or len(dur_l) != n:
-        raise ValueError(f"fps/duration lists must have one entry per video ({n})")
+    fps_l, dur_l = _per_video(fps, n, "fps"), _per_video(duration, n, "duration")
     chunk_size = default_chunk_size(n) if chunk_size is None else int(chunk_size)
     parts_dir = Path(parts_dir) if parts_dir is not None else default_parts_dir(out)
     identity = dict(identity) if identity is not None else detector_identity(detector)

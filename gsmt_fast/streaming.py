@@ -256,10 +256,11 @@ def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def stream_time(p: int, fps: float, feat_stride: float, num_frames: float) -> float:
     """Stream time (seconds) once ``p`` snippets have arrived: the last frame of snippet p − 1's clip, i.e. its
     centre on the stride grid plus half a clip."""
-    if p <= 0:
-        return 0.0
-    grid = SnippetGrid.stride(fps, feat_stride, num_frames)
-    return float(grid.to_seconds(p - 0.5)) + num_frames / (2.0 * fps)
+    return _time_on_grid(SnippetGrid.stride(fps, feat_stride, num_frames), p, num_frames / (2.0 * fps))
+
+
+def _time_on_grid(grid: SnippetGrid, p: int, half_clip_s: float) -> float:
+    return 0.0 if p <= 0 else float(grid.to_seconds(p - 0.5)) + half_clip_s
 
 
 def check_chunk(chunk, input_dim: int, what: str = "stream chunk") -> np.ndarray:
@@ -312,7 +313,7 @@ class _StreamState:
         self.closed = False
 
     def time_at(self, p: int) -> float:
-        return stream_time(p, self.fps, self.feat_stride, self.num_frames)
+        return _time_on_grid(self.grid, p, self.num_frames / (2.0 * self.fps))
 
     def add(self, chunk, keep_copy: bool) -> None:
         """Queue a checked chunk; ``keep_copy``: it waits beyond this call (a pool's tick), so it must not share
@@ -374,10 +375,6 @@ class _StreamState:
             self.last_run = p
         return out
 
-    def finish_pending(self) -> bool:
-        """True when a closing stream has run all its windows and only the final emission is left."""
-        return self.closing and not self._pending and self.absorbed == self.received and self.last_run == self.received
-
     def consume(self, p: int, detections: WindowDetections, last: bool):
         """Emit what the window at ``p`` decides; returns ``(segments, scores, labels, gentime)``."""
         self._last_output = (p, detections)
@@ -390,13 +387,10 @@ class _StreamState:
     def flush_without_window(self):
         """Close a stream whose last window already ran (its length is a multiple of hop, or it is empty): the last
         output is decided again as the stream's end."""
-        self.closed = True
         if self._last_output is None:
+            self.closed = True
             return np.zeros((0, 2)), np.zeros(0), np.zeros(0, np.int64), np.zeros(0)
-        p, detections = self._last_output
-        segments, scores, labels = self.emitter.step(p, detections.segments, detections.scores, detections.labels,
-                                                     last=True)
-        return segments, scores, labels, np.full(len(scores), self.time_at(p))
+        return self.consume(*self._last_output, last=True)
 
     def result(self, parts) -> StreamDetections:
         parts = [part for part in parts if len(part[1])]
@@ -407,9 +401,8 @@ class _StreamState:
             gentime = np.concatenate([q[3] for q in parts])
         else:
             segments, scores, labels, gentime = np.zeros((0, 2)), np.zeros(0), np.zeros(0, np.int64), np.zeros(0)
-        return StreamDetections(segments, scores.astype(np.float64), labels.astype(np.int64),
-                                self.detector.class_names, None if self.stream_id is None else str(self.stream_id),
-                                gentime.astype(np.float64))
+        return StreamDetections(segments, scores, labels, self.detector.class_names,
+                                None if self.stream_id is None else str(self.stream_id), gentime)
 
 
 class StreamSession:
@@ -516,8 +509,7 @@ class StreamPool:
             raise ValueError(f"stream {stream_id!r} is already open")
         own = {"fps": fps, "feat_stride": feat_stride, "num_frames": num_frames}
         settings = {k: own[k] if own[k] is not None else self._defaults[k] for k in own}
-        chosen = self.policy if hop is None and margin is None and policy is None else \
-            make_policy(hop, margin, policy if policy is not None else self.policy)
+        chosen = make_policy(hop, margin, policy if policy is not None else self.policy)
         self._streams[stream_id] = _StreamState(self.detector, policy=chosen, stream_id=stream_id, **settings)
         return stream_id
 
@@ -553,7 +545,7 @@ class StreamPool:
                 parts.setdefault(state.stream_id, []).append(state.consume(p, out, last))
         results = {}
         for stream_id, state in list(self._streams.items()):
-            if state.closing and not state.closed and state.finish_pending():
+            if state.closing and not state.closed:
                 parts.setdefault(stream_id, []).append(state.flush_without_window())
             if state.closed:
                 del self._streams[stream_id]

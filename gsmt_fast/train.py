@@ -65,9 +65,6 @@ def deep_update(base: dict, new: dict) -> dict:
 
 
 # The keys each config section accepts: the defaults above, the dataclasses' fields, and the data spec's keys.
-DATA_KEYS = ("root", "annotations", "features", "train_split", "val_split", "input_mode", "grid", "temporal_scale")
-
-
 def _section_keys(section: str) -> tuple[str, ...] | None:
     """The keys ``section`` accepts (None: the section is a scalar, e.g. ``seed``)."""
     import dataclasses
@@ -76,8 +73,10 @@ def _section_keys(section: str) -> tuple[str, ...] | None:
         return ("preset", *(f.name for f in dataclasses.fields(GSMTConfig)))
     if section == "inference":
         return tuple(f.name for f in dataclasses.fields(InferenceConfig))
-    if section == "data":
-        return DATA_KEYS
+    if section == "data":  # a dataset spec, plus the folder it lies in
+        from .data.dataset import DatasetSpec
+
+        return ("root", *(f.name for f in dataclasses.fields(DatasetSpec)))
     default = DEFAULTS[section]
     return tuple(default) if isinstance(default, dict) else None
 
@@ -262,13 +261,10 @@ def _distributed_step(forward, criterion, data: WindowDataset, step_windows: tor
     names = [k for k in terms if k != "total"]
     weighted = torch.stack([terms[k].detach() * (w_cls if k == "cls" else w_mask) for k in names]).double()
     global_terms = dict(zip(names, distributed.all_reduce_sum(world, weighted).tolist()))
+    global_terms["total"] = criterion.total(global_terms["cls"], global_terms["mask"], global_terms.get("boundary"))
     # The boundary term, like the mask terms, is a mean over action snippets.
-    lambda_boundary = criterion.cfg.lambda_boundary
-    global_terms["total"] = global_terms["cls"] + global_terms["mask"] + \
-        lambda_boundary * global_terms.get("boundary", 0.0)
-    loss = terms["cls"] * w_cls + terms["mask"] * w_mask
-    if "boundary" in terms:
-        loss = loss + lambda_boundary * terms["boundary"] * w_mask
+    loss = criterion.total(terms["cls"] * w_cls, terms["mask"] * w_mask,
+                           terms["boundary"] * w_mask if "boundary" in terms else None)
     return world.world_size * loss, global_terms
 
 

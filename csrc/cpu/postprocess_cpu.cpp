@@ -221,19 +221,6 @@ int32_t sort_top(std::vector<Candidate>& top, int32_t pre_nms_topk) {
   return 0;
 }
 
-// The segment of candidate c in snippet units: [a, b + 1] for a mask run, the boundary segment of its source
-// snippet with distances (bounds non-null).
-inline void candidate_units(const Candidate& c, const float* bounds, int64_t T, int32_t V, double* start,
-                            double* end) {
-  if (bounds == nullptr) {
-    *start = static_cast<double>(c.start);
-    *end = static_cast<double>(c.end + 1);
-  } else {
-    *start = boundary_start(c.start, bounds[c.start]);
-    *end = boundary_end(c.start, bounds[T + c.start], V);
-  }
-}
-
 // Steps 1-5 for one window; fills s.top (sorted, <= M2) and returns the window status. `bounds` (2, T) non-null:
 // boundary candidates (steps 3'-5'), one per selected snippet t, as Candidate{t, t, label, P[label, t]}.
 template <class PT, class MT>
@@ -376,7 +363,9 @@ void candidates_batch(const PT* probs, const MT* masks, const float* boundaries,
     for (int64_t r = 0; r < cap; ++r) {
       const bool real = r < n;
       double unit_start = 0.0, unit_end = 0.0;
-      if (real) candidate_units(s.top[r], bounds, p.T, valid_len[b], &unit_start, &unit_end);
+      if (real) {
+        candidate_units(s.top[r].start, s.top[r].end, bounds, p.T, valid_len[b], &unit_start, &unit_end);
+      }
       out.start[b * cap + r] = real ? s.top[r].start : -1;
       out.end[b * cap + r] = real ? s.top[r].end : -1;
       out.label[b * cap + r] = real ? s.top[r].label : -1;
@@ -414,7 +403,7 @@ void detections_batch(const PT* probs, const MT* masks, const float* boundaries,
     s.labels.resize(n);
     for (int64_t i = 0; i < n; ++i) {
       double unit_start, unit_end;
-      candidate_units(s.top[i], bounds, p.T, valid_len[b], &unit_start, &unit_end);
+      candidate_units(s.top[i].start, s.top[i].end, bounds, p.T, valid_len[b], &unit_start, &unit_end);
       s.segments[2 * i] = to_seconds(offset[b], scale[b], unit_start);
       s.segments[2 * i + 1] = to_seconds(offset[b], scale[b], unit_end);
       s.scores[i] = s.top[i].score;

@@ -329,20 +329,6 @@ __device__ int boundary_phase(const WindowShared& w, const PT* P, int M1, const 
   return s_status;
 }
 
-// The segment of the candidate with packed key `key` in snippet units: [a, b + 1] for a mask run (B == nullptr),
-// the boundary segment of its source snippet otherwise.
-__device__ __forceinline__ void candidate_units(unsigned long long key, const float* B, int64_t T, int V,
-                                                double* start, double* end) {
-  if (B == nullptr) {
-    *start = static_cast<double>(key_start(key));
-    *end = static_cast<double>(key_end(key) + 1);
-  } else {
-    const int32_t t = key_start(key);
-    *start = boundary_start(t, B[t]);
-    *end = boundary_end(t, B[T + t], V);
-  }
-}
-
 // Compacts the table's occupied slots to its front, in block-sized chunks (a block-wide exclusive scan each, in
 // place: a chunk is read into registers before any of its entries moves, and entries only move to lower slots),
 // then sorts them by (score desc, key asc) with a bitonic sort. Returns the number of distinct candidates.
@@ -410,7 +396,7 @@ __device__ void write_candidates(const CandidateOutputs& out, int64_t b, int64_t
     const bool real = r < n;
     const unsigned long long key = real ? w.keys[r] : 0ull;
     double unit_start = 0.0, unit_end = 0.0;
-    if (real) candidate_units(key, B, T, V, &unit_start, &unit_end);
+    if (real) candidate_units(key_start(key), key_end(key), B, T, V, &unit_start, &unit_end);
     out.start[b * M2 + r] = real ? key_start(key) : -1;
     out.end[b * M2 + r] = real ? key_end(key) : -1;
     out.label[b * M2 + r] = real ? key_label(key) : -1;
@@ -461,7 +447,7 @@ __device__ int soft_nms_phase(const WindowShared& w, unsigned char* smem, const 
     const unsigned long long key = keys[i];
     const int s = partition_position<int32_t>(i, n, nms.multiclass, [&](int j) { return key_label(keys[j]); });
     double unit_start, unit_end;
-    candidate_units(key, B, T, V, &unit_start, &unit_end);
+    candidate_units(key_start(key), key_end(key), B, T, V, &unit_start, &unit_end);
     start[s] = to_seconds(offset, scale, unit_start);
     end[s] = to_seconds(offset, scale, unit_end);
     label[s] = key_label(key);

@@ -32,7 +32,7 @@ class Targets:
     mask: np.ndarray
     instance: np.ndarray
     valid_len: int
-    boundary: np.ndarray | None = None
+    boundary: np.ndarray
 
 
 def assign_targets(
@@ -143,7 +143,6 @@ def batch_targets(targets: list[Targets], device: torch.device | str | None = No
         "action": instance >= 0,
         "instance": instance,
         "valid": torch.arange(temporal_scale, device=device)[None, :] < valid_len[:, None],
+        "boundary": torch.as_tensor(np.stack([t.boundary for t in targets]), device=device),
     }
-    if all(t.boundary is not None for t in targets):
-        out["boundary"] = torch.as_tensor(np.stack([t.boundary for t in targets]), device=device)
     return out

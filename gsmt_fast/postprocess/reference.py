@@ -237,10 +237,8 @@ def window_candidates(probs, masks, valid_len: int, cfg: InferenceConfig, bounda
 def _boundary_candidates(selected, snippet_labels, foreground, boundaries, valid_len: int,
                          cfg: InferenceConfig) -> Candidates:
     """Steps 3'–5' (module docstring): one candidate per selected snippet from its boundary distances."""
-    # Step 5' order: score descending, then the lower source snippet.
-    order = np.lexsort((selected, -foreground[selected]))
-    kept = selected[order]
-    kept = kept[foreground[kept] > cfg.score_threshold][: cfg.pre_nms_topk]
+    # Step 5' order (score descending, then the lower source snippet) is step 2's selection order already.
+    kept = selected[foreground[selected] > cfg.score_threshold][: cfg.pre_nms_topk]
     centres = kept + 0.5
     starts = np.maximum(centres - boundaries[0, kept], 0.0)
     ends = np.minimum(centres + boundaries[1, kept], float(valid_len))
